@@ -1,0 +1,189 @@
+"""Command line: one command per stage, each usable alone with the same config.
+
+``prepare → features → select → train/eval → report``, and ``sweep``
+running all of them through Ray Tune. Errors a user can fix print one
+line (``error: field: problem``) and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from dataselect.errors import UserError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="dataselect",
+    help="Training-data subset selection for text classifiers: features, selectors, sweeps, reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Study config YAML (see experiments/).")]
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def user_errors(fn: F) -> F:
+    """Turn :class:`UserError` into ``error: …`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(config: Path):  # -> StudyConfig, lazily imported to keep --help fast
+    from dataselect.config import load_config
+
+    return load_config(config)
+
+
+@app.command()
+@user_errors
+def prepare(config: ConfigArg) -> None:
+    """Load and validate the dataset; print sizes, label counts and duplicates."""
+    from dataselect.data import load_dataset
+
+    setup_logging()
+    cfg = _load(config)
+    ds = load_dataset(cfg.dataset)
+    summary = {
+        "source": ds.source,
+        "train_rows": len(ds.train),
+        "eval_rows": len(ds.eval),
+        "labels": ds.label_names,
+        "train_label_counts": ds.train["label"].value_counts().sort_index().tolist(),
+        "eval_label_counts": ds.eval["label"].value_counts().sort_index().tolist(),
+        "repeated_rows": ds.duplicates.n_repeated_rows,
+        "conflicting_texts": ds.duplicates.n_conflicting_texts,
+        "fingerprint": ds.fingerprint,
+    }
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+@user_errors
+def features(config: ConfigArg) -> None:
+    """Compute (or reuse) the cached feature shards of the train pool and eval split."""
+    from dataselect.pipeline import study_features
+
+    setup_logging()
+    cfg = _load(config)
+    train, evalf = study_features(cfg)
+    typer.echo(f"train pool: {len(train['id'])} rows, features {sorted(train.columns)}")
+    typer.echo(f"eval: {len(evalf['id'])} rows")
+
+
+@app.command()
+@user_errors
+def select(config: ConfigArg) -> None:
+    """Run every selector × fraction × seed once (Ray tasks) and write manifests."""
+    from dataselect.pipeline import study_selections
+
+    setup_logging()
+    cfg = _load(config)
+    for key, path in study_selections(cfg).items():
+        typer.echo(f"{key}: {path}")
+
+
+@app.command()
+@user_errors
+def train(
+    config: ConfigArg,
+    selector: Annotated[str, typer.Option(help="Selector label from the config.")] = "random",
+    fraction: Annotated[float, typer.Option(help="Budget fraction from the grid.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed from the grid.")] = 0,
+    save: Annotated[Path | None, typer.Option(help="Folder to save the trained classifier.")] = None,
+) -> None:
+    """Train one classifier on one selection and print its eval metrics."""
+    from dataselect.pipeline import train_one
+
+    setup_logging()
+    cfg = _load(config)
+    metrics = train_one(cfg, selector, fraction, seed, save_dir=save)
+    typer.echo(json.dumps(metrics, indent=2, default=str))
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    config: ConfigArg,
+    model: Annotated[Path, typer.Option(help="Classifier folder saved by `train --save`.")],
+) -> None:
+    """Evaluate a saved classifier on the config's eval split."""
+    from dataselect.pipeline import evaluate_saved
+
+    setup_logging()
+    cfg = _load(config)
+    typer.echo(json.dumps(evaluate_saved(cfg, model), indent=2, default=str))
+
+
+@app.command()
+@user_errors
+def sweep(
+    config: ConfigArg,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else local).")] = None,
+) -> None:
+    """Run the whole grid through Ray Tune and write the report."""
+    from dataselect.sweep import run_sweep
+
+    setup_logging()
+    cfg = _load(config)
+    out = run_sweep(cfg, resume=resume, address=address)
+    typer.echo(f"report: {out}")
+
+
+@app.command()
+@user_errors
+def report(
+    study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>).")],
+) -> None:
+    """(Re)write results.csv/parquet, report.md and figures from the Tune results."""
+    from dataselect.report import write_report
+
+    setup_logging()
+    if not study_dir.is_dir():
+        raise UserError(f"study_dir: not a directory: {study_dir}")
+    typer.echo(f"report: {write_report(study_dir)}")
+
+
+@app.command()
+@user_errors
+def standin(config: ConfigArg) -> None:
+    """Train the offline stand-in LMs the config names (``standin:qwen3`` / ``standin:modernbert``)."""
+    from dataselect.pipeline import build_standins
+
+    setup_logging()
+    cfg = _load(config)
+    for ref, path in build_standins(cfg).items():
+        typer.echo(f"{ref}: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``dataselect`` / ``python -m dataselect``)."""
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="dataselect")

@@ -1,0 +1,321 @@
+"""Typed study config: one YAML file describes a whole study.
+
+Validated once, here, at the boundary (:func:`load_config`); code below
+receives these frozen objects and never re-reads raw dicts. Every problem
+becomes one :class:`~dataselect.errors.ConfigError` line that names the
+field, e.g. ``grid.fractions[2]: 1.5 is not in (0, 1]``.
+
+Relative paths (``dataset.source``, ``output_dir``) resolve against the
+directory the command runs in, so ``experiments/local.yaml`` works from the
+repository root on any machine.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dataselect.errors import ConfigError
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+# The mission's defaults: ModernBERT for encoding and classification, Qwen3 for
+# perplexity. Offline runs name stand-ins in their YAML (see experiments/local.yaml).
+DEFAULT_ENCODER = "answerdotai/ModernBERT-base"
+DEFAULT_CAUSAL_LM = "Qwen/Qwen3-1.7B-Base"
+
+# ``standin:<kind>`` names a tiny model the project trains on the pool's texts
+# (dataselect.standin), for machines where the real models cannot be fetched.
+STANDIN_PREFIX = "standin:"
+_STANDIN_KINDS = {"qwen3": "causal LM", "modernbert": "masked LM"}
+
+
+def _check_standin(ref: str | None, allowed: set[str]) -> str | None:
+    if ref is not None and ref.startswith(STANDIN_PREFIX):
+        kind = ref[len(STANDIN_PREFIX):]
+        if kind not in allowed:
+            raise ValueError(f"stand-in {ref!r} is not allowed here; use one of "
+                             f"{sorted(STANDIN_PREFIX + k for k in allowed)}")
+    return ref
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DatasetConfig(_Section):
+    """Where the labelled texts come from.
+
+    ``source`` is a hub id (``glue/sst2``: loaded by ``datasets.load_dataset``)
+    or a local path: a folder holding ``{split}.{tsv,csv,jsonl,parquet}`` or a
+    single file (then only ``train_split`` is read from it, and ``eval_split``
+    must be another file path).
+    """
+
+    source: str = "../shared/data/sst2"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    text_column: str = "sentence"
+    label_column: str = "label"
+    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
+    label_names: list[str] | None = None
+    pool_size: Annotated[int, Field(gt=0)] | None = None
+    """Seeded subsample of the train split used as the selection pool (None: all rows)."""
+    pool_seed: int = 0
+    eval_size: Annotated[int, Field(gt=0)] | None = None
+    """Seeded subsample of the eval split (None: all rows)."""
+
+
+class FeaturesConfig(_Section):
+    """Which features to compute once per dataset and cache as parquet shards."""
+
+    encoder: str = DEFAULT_ENCODER
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    """Also store an L2-normalised copy (``embedding_norm``) for cosine geometry."""
+    max_length: Annotated[int, Field(gt=1, le=8192)] = 128
+    batch_size: Annotated[int, Field(gt=0)] = 64
+    perplexity_model: str | None = DEFAULT_CAUSAL_LM
+    perplexity_batch_size: Annotated[int, Field(gt=0)] = 16
+    mlm_model: str | None = None
+    """Encoder with an MLM head for pseudo-perplexity (None: skip the feature)."""
+    text_metrics: bool = True
+    num_actors: Annotated[int, Field(gt=0)] = 1
+    shard_size: Annotated[int, Field(gt=0)] = 8192
+    """Rows per parquet shard: the unit of caching and of resume."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("perplexity_model")
+    @classmethod
+    def _causal_standin(cls, v: str | None) -> str | None:
+        return _check_standin(v, {"qwen3"})
+
+    @field_validator("mlm_model")
+    @classmethod
+    def _mlm_standin(cls, v: str | None) -> str | None:
+        return _check_standin(v, {"modernbert"})
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_standin(cls, v: str) -> str:
+        return _check_standin(v, {"modernbert"})  # type: ignore[return-value]
+
+
+class SelectorSpec(_Section):
+    """One selector of the grid: registry ``name``, its ``params``, a unique ``label``."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The label that names this selector in results and reports."""
+        return self.label or self.name
+
+
+class GridConfig(_Section):
+    """The selector × fraction × seed grid."""
+
+    fractions: Annotated[list[float], Field(min_length=1)]
+    seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0, 1, 2])
+    full_reference: bool = True
+    """Add one trial per seed trained on the whole pool, as the report's reference."""
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions_in_range(cls, v: list[float]) -> list[float]:
+        for i, f in enumerate(v):
+            if not (math.isfinite(f) and 0 < f <= 1):
+                raise _AtIndex(i, f"{f!r} is not in (0, 1]")
+        _no_duplicates(v)
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int]) -> list[int]:
+        _no_duplicates(v)
+        return v
+
+
+class TrainerConfig(_Section):
+    """How each subset is turned into a classifier.
+
+    ``finetune`` fine-tunes ``AutoModelForSequenceClassification``; defaults
+    follow the ModernBERT paper's GLUE recipe for base models (Warner et al.
+    2024, Table 9: LR 8e-5, weight decay 1e-5, 2 epochs for SST-2).
+    ``probe`` fits a head on cached frozen embeddings: a cheap CPU proxy.
+    """
+
+    mode: Literal["finetune", "probe"] = "finetune"
+    model: str = DEFAULT_ENCODER
+    learning_rate: Annotated[float, Field(gt=0)] = 8e-5
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-5
+    epochs: Annotated[float, Field(gt=0)] = 2.0
+    batch_size: Annotated[int, Field(gt=0)] = 32
+    eval_batch_size: Annotated[int, Field(gt=0)] = 128
+    max_length: Annotated[int, Field(gt=1, le=8192)] = 128
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    probe: Literal["logreg", "mlp"] = "logreg"
+    probe_c: Annotated[float, Field(gt=0)] = 1.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RayConfig(_Section):
+    """Where and how wide the sweep runs."""
+
+    address: str | None = None
+    """Ray cluster address (``ray://host:10001`` or ``host:6379``); None: local ``ray.init()``."""
+    num_cpus: Annotated[int, Field(gt=0)] | None = None
+    cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
+    max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
+    temp_dir: str | None = None
+    include_dashboard: bool = False
+
+
+class StudyConfig(_Section):
+    """A whole study: data, features, selectors, grid, trainer, output, Ray."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*$")]
+    output_dir: str = "runs"
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    selectors: Annotated[list[SelectorSpec], Field(min_length=1)]
+    grid: GridConfig
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> StudyConfig:
+        seen: dict[str, int] = {}
+        for i, s in enumerate(self.selectors):
+            if s.key in seen:
+                raise ValueError(
+                    f"selectors[{i}]: duplicate selector label {s.key!r} "
+                    f"(also selectors[{seen[s.key]}]); give one a distinct 'label'"
+                )
+            seen[s.key] = i
+        return self
+
+    @property
+    def study_dir(self) -> Path:
+        """All artifacts of this study: features/, manifests/, tune/, report/."""
+        return Path(self.output_dir) / self.name
+
+
+class _AtIndex(ValueError):
+    """A list item error that knows its index, so the message names ``field[i]``."""
+
+    def __init__(self, index: int, message: str):
+        super().__init__(message)
+        self.index = index
+        self.message = message
+
+
+def _no_duplicates(values: list[Any]) -> None:
+    seen: set[Any] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise _AtIndex(i, f"{v!r} is repeated")
+        seen.add(v)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "<config>"
+
+
+def _format_error(err: ValidationError) -> str:
+    """First error of a pydantic ValidationError as one ``field: problem`` line."""
+    e = err.errors(include_url=False)[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # Drop pydantic's union/constraint branch names ("int", "constrained-int") from the path.
+    loc = tuple(p for p in loc if p not in {"int", "float", "str", "list[float]", "none", "constrained-int"})
+    ctx = e.get("ctx") or {}
+    exc = ctx.get("error")
+    if isinstance(exc, _AtIndex):
+        return f"{_loc(loc)}[{exc.index}]: {exc.message}"
+    msg = str(exc) if exc is not None else e["msg"]
+    if e["type"] == "extra_forbidden":
+        return f"{_loc(loc)}: unknown key (check spelling; see the config reference in README.md)"
+    if e["type"] == "missing":
+        return f"{_loc(loc)}: required field is missing"
+    if isinstance(exc, ValueError) and re.match(r"^selectors\[\d+\]", msg):
+        return msg
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) else f"; got {got!r}"
+    return f"{_loc(loc)}: {msg}{got_s}"
+
+
+def parse_config(raw: Any, *, check_paths: bool = True) -> StudyConfig:
+    """Validate a raw mapping (from YAML) into a :class:`StudyConfig`.
+
+    Beyond types and ranges this checks what needs the rest of the package:
+    selector names against the registry, selector params by constructing
+    each selector, and that local dataset paths exist.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"<config>: must be a mapping of sections; got {type(raw).__name__}")
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    _check_selectors(cfg)
+    if check_paths:
+        _check_paths(cfg)
+    return cfg
+
+
+def load_config(path: str | Path, *, check_paths: bool = True) -> StudyConfig:
+    """Read a study YAML with ``yaml.safe_load`` and validate it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config: file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config: {p} is not valid YAML{where}") from None
+    return parse_config(raw, check_paths=check_paths)
+
+
+def _check_selectors(cfg: StudyConfig) -> None:
+    from dataselect.selectors import available, get_selector
+
+    known = available()
+    for i, spec in enumerate(cfg.selectors):
+        if spec.name not in known:
+            raise ConfigError(f"selectors[{i}].name: unknown selector {spec.name!r}; known: {sorted(known)}")
+        try:
+            get_selector(spec.name, **spec.params)
+        except TypeError as err:
+            raise ConfigError(f"selectors[{i}].params: {err}") from None
+        except ValueError as err:
+            raise ConfigError(f"selectors[{i}].params: {err}") from None
+
+
+def looks_like_hub_id(ref: str) -> bool:
+    """``org/name`` or ``name`` with hub-legal characters, and not an existing path."""
+    return bool(_HUB_ID.match(ref)) and not Path(ref).exists()
+
+
+def _check_paths(cfg: StudyConfig) -> None:
+    src = cfg.dataset.source
+    local = src.startswith((".", "/", "~")) or Path(src).exists()
+    if local and not Path(src).expanduser().exists():
+        raise ConfigError(f"dataset.source: path does not exist: {src}")
+    out = Path(cfg.output_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir: exists and is not a directory: {out}")

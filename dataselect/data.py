@@ -1,0 +1,267 @@
+"""Labelled text datasets: one loader, one table shape.
+
+Every source — a hub id (``glue/sst2`` through ``datasets.load_dataset``)
+or a local TSV/CSV/JSONL/parquet file — becomes a :class:`TextDataset`
+whose splits are DataFrames with exactly ``id`` (int64), ``text`` (str)
+and ``label`` (int64, ``0..K-1``). ``id`` is the row's position in the
+source split, kept through pool subsampling, so every feature, manifest
+and result can be traced back to a source row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dataselect.config import DatasetConfig, looks_like_hub_id
+from dataselect.errors import DataError
+
+log = logging.getLogger(__name__)
+
+_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DuplicateReport:
+    """Repeated texts in a split: reported, never silently dropped."""
+
+    n_repeated_rows: int
+    """Rows whose text already appeared earlier in the split."""
+    n_conflicting_texts: int
+    """Distinct texts that appear with more than one label."""
+
+
+@dataclass(frozen=True)
+class TextDataset:
+    """A train pool and an eval split in the ``id, text, label`` shape."""
+
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    label_names: list[str]
+    fingerprint: str
+    duplicates: DuplicateReport
+    source: str
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    """sha256 over ids, texts and labels: the content key for feature caches."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(df["id"].to_numpy(np.int64)).tobytes())
+    h.update(np.ascontiguousarray(df["label"].to_numpy(np.int64)).tobytes())
+    for t in df["text"]:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def find_duplicates(df: pd.DataFrame) -> DuplicateReport:
+    repeated = int(df["text"].duplicated().sum())
+    labels_per_text = df.groupby("text", sort=False)["label"].nunique()
+    return DuplicateReport(repeated, int((labels_per_text > 1).sum()))
+
+
+def load_dataset(cfg: DatasetConfig) -> TextDataset:
+    """Load, validate and (optionally) subsample the configured dataset.
+
+    Raises
+    ------
+    DataError
+        Missing file or column, empty text, missing label, or a class with
+        no rows; the message names the split, column and row.
+    """
+    if _is_local(cfg.source):
+        raw_train = _read_local(cfg, cfg.train_split, "train_split")
+        raw_eval = _read_local(cfg, cfg.eval_split, "eval_split")
+    else:
+        raw_train, raw_eval, hub_names = _read_hub(cfg)
+        if cfg.label_names is None and hub_names:
+            cfg = cfg.model_copy(update={"label_names": hub_names})
+
+    names, to_int = _label_mapping(cfg, raw_train[cfg.label_column])
+    train = _to_table(raw_train, cfg, to_int, "train")
+    evalf = _to_table(raw_eval, cfg, to_int, "eval")
+    _check_classes(train, names, "train")
+    dups = find_duplicates(train)
+    if dups.n_repeated_rows:
+        log.warning(
+            "dataset.train: %d rows repeat an earlier text (%d texts with conflicting labels); kept",
+            dups.n_repeated_rows,
+            dups.n_conflicting_texts,
+        )
+    if cfg.pool_size is not None and cfg.pool_size < len(train):
+        train = _sample(train, cfg.pool_size, cfg.pool_seed)
+        _check_classes(train, names, "train pool (dataset.pool_size)")
+    if cfg.eval_size is not None and cfg.eval_size < len(evalf):
+        evalf = _sample(evalf, cfg.eval_size, cfg.pool_seed)
+    fp = hashlib.sha256((frame_fingerprint(train) + frame_fingerprint(evalf)).encode()).hexdigest()
+    return TextDataset(train, evalf, names, fp, dups, cfg.source)
+
+
+def _is_local(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or not looks_like_hub_id(source)
+
+
+def _sample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    # Sorted positions keep the source order: subsampling never shuffles ids.
+    pos = np.sort(np.random.default_rng(seed).choice(len(df), size=n, replace=False))
+    return df.iloc[pos].reset_index(drop=True)
+
+
+def _split_path(cfg: DatasetConfig, split: str, field: str) -> Path:
+    src = Path(cfg.source).expanduser()
+    if not src.exists():
+        raise DataError(f"dataset.source: path does not exist: {src}")
+    if src.is_file():
+        if field == "train_split":
+            return src
+        p = Path(split).expanduser()
+        if not p.is_file():
+            raise DataError(
+                f"dataset.{field}: {split!r} is not a file; with a single-file source the eval split must be a path"
+            )
+        return p
+    direct = src / split
+    if direct.is_file():
+        return direct
+    found = sorted(p for p in src.glob(f"{split}.*") if p.suffix in _FORMATS)
+    if not found:
+        raise DataError(
+            f"dataset.{field}: no {split}.{{tsv,csv,jsonl,parquet}} in {src}"
+        )
+    return found[0]
+
+
+def _read_local(cfg: DatasetConfig, split: str, field: str) -> pd.DataFrame:
+    path = _split_path(cfg, split, field)
+    fmt = cfg.format if cfg.format != "auto" else _FORMATS.get(path.suffix)
+    if fmt is None:
+        raise DataError(f"dataset.format: cannot tell the format of {path.name}; set tsv|csv|jsonl|parquet")
+    try:
+        if fmt == "tsv":
+            # SST-2 sentences hold bare quotes: no quoting at all (see its README).
+            df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False,
+                             na_values=[""], dtype=str, encoding="utf-8")
+        elif fmt == "csv":
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, encoding="utf-8")
+        elif fmt == "jsonl":
+            df = pd.read_json(path, lines=True, dtype=False)
+        else:
+            df = pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"dataset.{field}: cannot read {path} as {fmt}: {first}") from None
+    for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+        if col not in df.columns:
+            raise DataError(f"dataset.{key}: column {col!r} not in {path.name}; columns: {list(df.columns)}")
+    df = df.copy()
+    df["_id"] = np.arange(len(df), dtype=np.int64)
+    return df
+
+
+def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str] | None]:
+    """Load a hub dataset (``glue/sst2`` → ``load_dataset("glue", "sst2")``)."""
+    import datasets
+
+    path, _, name = cfg.source.partition("/")
+    args = (path, name) if name else (path,)
+    try:
+        ds = datasets.load_dataset(*args)
+    except Exception as err:  # noqa: BLE001 - hub errors come in many types; all mean "not loadable"
+        raise DataError(
+            f"dataset.source: cannot load hub dataset {cfg.source!r} ({type(err).__name__}); "
+            "offline, point dataset.source at a local folder or file (e.g. ../shared/data/sst2)"
+        ) from None
+    names = None
+    for split, field in ((cfg.train_split, "train_split"), (cfg.eval_split, "eval_split")):
+        if split not in ds:
+            raise DataError(f"dataset.{field}: split {split!r} not in {cfg.source}; splits: {list(ds)}")
+    feat = ds[cfg.train_split].features.get(cfg.label_column)
+    if feat is not None and hasattr(feat, "names"):
+        names = list(feat.names)
+    out = []
+    for split, field in ((cfg.train_split, "train_split"), (cfg.eval_split, "eval_split")):
+        df = ds[split].to_pandas()
+        for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
+            if col not in df.columns:
+                raise DataError(f"dataset.{key}: column {col!r} not in {cfg.source}:{split}; columns: {list(df.columns)}")
+        df["_id"] = df["idx"].astype(np.int64) if "idx" in df.columns else np.arange(len(df), dtype=np.int64)
+        if field == "eval_split" and (df[cfg.label_column] < 0).all():
+            raise DataError(f"dataset.eval_split: split {split!r} of {cfg.source} has no labels (test split?)")
+        out.append(df)
+    return out[0], out[1], names
+
+
+def _label_mapping(cfg: DatasetConfig, labels: pd.Series) -> tuple[list[str], dict[str, int]]:
+    """Labels as ints ``0..K-1`` and their names.
+
+    Integer labels are kept as they are (names from ``label_names`` or the
+    digits); string labels map to their sorted order unless ``label_names``
+    fixes the order.
+    """
+    vals = labels.dropna().astype(str).str.strip()
+    uniq = sorted(set(vals))
+    if cfg.label_names is not None:
+        names = list(cfg.label_names)
+        if len(set(names)) != len(names):
+            raise DataError("dataset.label_names: names must be unique")
+        if all(u.lstrip("-").isdigit() for u in uniq):
+            return names, {str(i): i for i in range(len(names))} | {n: i for i, n in enumerate(names)}
+        return names, {n: i for i, n in enumerate(names)}
+    if uniq and all(u.lstrip("-").isdigit() for u in uniq):
+        k = max(int(u) for u in uniq) + 1
+        return [str(i) for i in range(k)], {str(i): i for i in range(k)}
+    return uniq, {n: i for i, n in enumerate(uniq)}
+
+
+def _to_table(raw: pd.DataFrame, cfg: DatasetConfig, to_int: dict[str, int], split: str) -> pd.DataFrame:
+    text = raw[cfg.text_column]
+    bad = text.isna() | (text.astype(str).str.strip() == "")
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"dataset.{split}: empty text in column {cfg.text_column!r} at row {i} "
+            f"({int(bad.sum())} empty rows)"
+        )
+    lab = raw[cfg.label_column]
+    if lab.isna().any():
+        i = int(np.flatnonzero(lab.isna().to_numpy())[0])
+        raise DataError(
+            f"dataset.{split}: missing label in column {cfg.label_column!r} at row {i} "
+            f"({int(lab.isna().sum())} rows)"
+        )
+    keys = lab.astype(str).str.strip()
+    if keys.str.match(r"^-?\d+\.0$").all():  # parquet/jsonl floats like 1.0
+        keys = keys.str.replace(r"\.0$", "", regex=True)
+    unknown = sorted(set(keys) - set(to_int))
+    if unknown:
+        raise DataError(
+            f"dataset.{split}: label {unknown[0]!r} in column {cfg.label_column!r} is not a known class "
+            f"(known: {sorted(to_int)[:10]})"
+        )
+    return pd.DataFrame({
+        "id": raw["_id"].to_numpy(np.int64),
+        "text": text.astype(str).to_numpy(),
+        "label": keys.map(to_int).to_numpy(np.int64),
+    })
+
+
+def _check_classes(df: pd.DataFrame, names: list[str], split: str) -> None:
+    counts = np.bincount(df["label"].to_numpy(), minlength=len(names))
+    if len(counts) > len(names):
+        raise DataError(f"dataset.label_names: {len(names)} names but labels go up to {len(counts) - 1}")
+    empty = [names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+        raise DataError(f"dataset.{split}: class {empty[0]!r} has no rows (classes: {names})")
+    if len(names) < 2:
+        raise DataError(f"dataset.{split}: need at least 2 classes; got {names}")

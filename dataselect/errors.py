@@ -1,0 +1,30 @@
+"""User-facing errors: one line, names the field, no traceback.
+
+Everything a researcher can get wrong (config, data, model references,
+cache state) raises a subclass of :class:`UserError`; the CLI prints
+``error: <message>`` and exits with code 2. Bugs stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError, ValueError):
+    """A study config field is missing, mistyped or out of range."""
+
+
+class DataError(UserError, ValueError):
+    """A dataset file or column does not hold what the config says."""
+
+
+class ModelError(UserError, OSError):
+    """A model reference cannot be resolved or loaded (offline, missing, wrong kind)."""
+
+
+class CacheError(UserError, OSError):
+    """A cached artifact (feature shard, manifest) is unreadable."""

@@ -1,0 +1,65 @@
+"""Model references: offline short names, folders, hub ids that fail fast."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dataselect.errors import ModelError
+from dataselect.models import (
+    describe_model,
+    load_classifier,
+    load_encoder,
+    load_tokenizer,
+    model_fingerprint,
+    resolve_model,
+)
+
+
+def test_minilm_short_name_resolves_to_a_bert_folder():
+    path = resolve_model("minilm")
+    info = describe_model("minilm")
+    assert info["resolved"] == path
+    assert info["model_type"] == "bert"
+
+
+def test_minilm_loads_offline_and_embeds():
+    tok = load_tokenizer("minilm")
+    enc = load_encoder("minilm", device="cpu")
+    batch = tok(["a gripping , funny film"], return_tensors="pt")
+    out = enc(**batch).last_hidden_state
+    assert out.shape[-1] == 384
+
+
+def test_classifier_gets_a_fresh_head():
+    clf = load_classifier("minilm", num_labels=3, device="cpu")
+    assert clf.config.num_labels == 3
+
+
+def test_hub_id_offline_fails_fast_naming_alternatives(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        load_encoder("answerdotai/ModernBERT-base", device="cpu")
+    assert time.monotonic() - t < 30
+    msg = str(info.value)
+    assert "'answerdotai/ModernBERT-base'" in msg and "offline" in msg and "'minilm'" in msg
+    assert "\n" not in msg
+
+
+def test_local_folder_errors(tmp_path):
+    with pytest.raises(ModelError, match="folder does not exist"):
+        resolve_model("./no/such/model")
+    with pytest.raises(ModelError, match="folder has no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_fingerprint_is_content_based(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
+    (tmp_path / "w.bin").write_bytes(b"\x00" * 10)
+    a = model_fingerprint(str(tmp_path))
+    model_fingerprint.cache_clear()
+    (tmp_path / "w.bin").write_bytes(b"\x01" * 10)
+    assert model_fingerprint(str(tmp_path)) != a
+    assert model_fingerprint("Qwen/Qwen3-1.7B-Base") != model_fingerprint("answerdotai/ModernBERT-base")
