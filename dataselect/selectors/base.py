@@ -1,0 +1,270 @@
+"""Selector contract: validated parameters in, :class:`Selection` out.
+
+Every selector is a frozen dataclass whose fields are its parameters, checked
+once in ``__post_init__``; :meth:`Selector.select` checks the feature table,
+the budget and the seed once, then hands clean numpy arrays to the private
+``_select``, which trusts them. Selectors are pure: no I/O, no global random
+state, no Ray.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dataselect.errors import DataError, UserError
+
+__all__ = [
+    "FeatureError",
+    "InvalidParameterError",
+    "Selection",
+    "Selector",
+    "check",
+    "largest_remainder",
+]
+
+Features = Mapping[str, Any]
+
+
+class InvalidParameterError(UserError, ValueError):
+    """A selector parameter (or budget / seed) is out of its allowed set."""
+
+
+class FeatureError(UserError, KeyError):
+    """A feature a selector needs is missing from the table."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+def check(owner: str, attr: str, value: Any, ok: bool, expected: str) -> None:
+    """Raise :class:`InvalidParameterError` naming ``owner.attr`` unless ``ok``."""
+    if not ok:
+        raise InvalidParameterError(f"{owner}.{attr} must be {expected}; got {value!r}")
+
+
+def is_int(value: Any) -> bool:
+    """True for Python/numpy integers, False for bool (a common config slip)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    """True for finite real numbers other than bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+    )
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Rows chosen by a selector.
+
+    Attributes
+    ----------
+    indices : ndarray of int64, shape (budget,)
+        Unique positions into the feature table, in pick order where the
+        method has one (greedy methods), else grouped as documented.
+    scores : ndarray of float64, shape (budget,), or None
+        Per-row score at pick time (distance, objective, metric value).
+    info : dict
+        JSON-serialisable diagnostics (radius, inertia, allocation, ...).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Normalise dtypes once and freeze the arrays: a frozen dataclass whose
+        # arrays can be mutated in place is not frozen.
+        idx = np.array(self.indices, dtype=np.int64).reshape(-1)
+        idx.setflags(write=False)
+        object.__setattr__(self, "indices", idx)
+        if self.scores is not None:
+            sc = np.array(self.scores, dtype=np.float64).reshape(-1)
+            if sc.shape != idx.shape:
+                raise ValueError(f"Selection.scores has {sc.size} values for {idx.size} indices")
+            sc.setflags(write=False)
+            object.__setattr__(self, "scores", sc)
+
+
+class Selector:
+    """Base class: checks inputs once, then calls ``_select``.
+
+    Subclasses are ``@dataclass(frozen=True)`` with defaults for every field,
+    set ``requires`` (feature names) and implement
+    ``_select(features, n, budget, rng)``.
+    """
+
+    name: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    seeded: ClassVar[bool] = True
+    """False when the picks never depend on ``seed``: the select stage then
+    runs one selection and shares it across the grid's seeds."""
+
+    def required(self) -> tuple[str, ...]:
+        """Feature names this instance reads (may depend on parameters)."""
+        return tuple(self.requires)
+
+    def params(self) -> dict[str, Any]:
+        """Resolved parameters, defaults included, for manifests and cache keys."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        out["per_class"] = "none"
+        return out
+
+    def select(self, features: Features, budget: int, seed: int) -> Selection:
+        """Choose ``budget`` rows of ``features``.
+
+        Parameters
+        ----------
+        features : mapping of str to array-like
+            Column table (dict of arrays, DataFrame, ...); every name in
+            :meth:`required` must be present with ``n`` rows.
+        budget : int
+            Rows to choose, in ``[1, n]``.
+        seed : int
+            Seed for ``np.random.default_rng``; same inputs and seed give the
+            same indices in any process.
+
+        Returns
+        -------
+        Selection
+        """
+        owner = type(self).__name__
+        arrays, n = load_features(owner, features, self.required())
+        check(owner, "budget", budget, is_int(budget) and 0 < budget <= n, f"an int in [1, {n}]")
+        check(owner, "seed", seed, is_int(seed) and seed >= 0, "a non-negative int")
+        return self._select(arrays, n, int(budget), np.random.default_rng(int(seed)))
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        """Choose ``budget`` of ``n`` rows; inputs are already checked."""
+        raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists so params compare equal to their JSON round-trip."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_features(
+    owner: str, features: Features, names: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], int]:
+    """Pull ``names`` out of ``features`` as checked numpy arrays.
+
+    ``embedding``-like 2-D columns must be (n, d) with d >= 1; ``label`` may
+    hold any sortable values; every other column must be 1-D numeric. Every
+    float column must be finite. Returns the arrays and ``n``.
+    """
+    missing = [k for k in names if not _has(features, k)]
+    if missing:
+        raise FeatureError(
+            f"{owner} needs features {missing}; the table has {sorted(map(str, _keys(features)))}"
+        )
+    out: dict[str, np.ndarray] = {}
+    n: int | None = None
+    first = ""
+    for name in names:
+        arr = _column(owner, name, features[name])
+        if n is None:
+            n, first = len(arr), name
+        elif len(arr) != n:
+            raise DataError(
+                f"{owner}: features[{name!r}] has {len(arr)} rows but features[{first!r}] has {n}"
+            )
+        out[name] = arr
+    if n is None:  # no required features: size the table from any column
+        keys = list(_keys(features))
+        if not keys:
+            raise FeatureError(f"{owner} got an empty feature table")
+        key = "label" if "label" in keys else keys[0]
+        n = len(features[key])
+    if n == 0:
+        raise DataError(f"{owner}: the feature table has no rows")
+    return out, n
+
+
+def _has(features: Features, name: str) -> bool:
+    try:
+        return name in features
+    except TypeError:
+        return False
+
+
+def _keys(features: Features) -> list[Any]:
+    keys = getattr(features, "keys", None)
+    if callable(keys):
+        return list(keys())
+    return list(getattr(features, "column_names", []))
+
+
+def _column(owner: str, name: str, col: Any) -> np.ndarray:
+    arr = np.asarray(col)
+    if arr.dtype == object and arr.ndim == 1 and len(arr) and isinstance(arr[0], np.ndarray | list):
+        # DataFrame / Arrow list column: one vector per row.
+        try:
+            arr = np.stack([np.asarray(v) for v in arr])
+        except ValueError as exc:
+            raise DataError(f"{owner}: features[{name!r}] rows have different lengths") from exc
+    if name == "label":
+        if arr.ndim != 1:
+            raise DataError(f"{owner}: features['label'] must be 1-D; got shape {arr.shape}")
+        if arr.dtype.kind == "f":
+            _check_finite(owner, name, arr)
+        return arr
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{owner}: features[{name!r}] must be numeric; got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        if arr.shape[1] == 0:
+            raise DataError(
+                f"{owner}: features[{name!r}] must be (n, d) with d >= 1; got shape {arr.shape}"
+            )
+    elif arr.ndim != 1:
+        raise DataError(f"{owner}: features[{name!r}] must be 1-D or (n, d); got shape {arr.shape}")
+    if name == "embedding" and arr.ndim != 2:
+        raise DataError(f"{owner}: features['embedding'] must be (n, d); got shape {arr.shape}")
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    _check_finite(owner, name, arr)
+    return arr
+
+
+def _check_finite(owner: str, name: str, arr: np.ndarray) -> None:
+    ok = np.isfinite(arr)
+    if arr.ndim == 2:
+        ok = ok.all(axis=1)
+    if not ok.all():
+        bad = np.flatnonzero(~ok)
+        raise DataError(
+            f"{owner}: features[{name!r}] has NaN/inf in {bad.size} row(s), first at row {bad[0]}"
+        )
+
+
+def largest_remainder(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Split ``budget`` in proportion to ``sizes`` (Hamilton's method).
+
+    Each share is ``floor(budget * s / n)``; the rows left over go one each
+    to the largest fractional parts, ties to the lower index. Shares sum to
+    ``budget`` exactly and never exceed ``sizes`` when ``budget <= sum(sizes)``.
+    Integer arithmetic, so the split is exact and platform-independent.
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    total = int(sizes.sum())
+    scaled = sizes * int(budget)  # budget * s fits int64 for any realistic table
+    shares = scaled // total
+    rem = scaled - shares * total
+    left = int(budget) - int(shares.sum())
+    order = np.lexsort((np.arange(len(sizes)), -rem))
+    shares[order[:left]] += 1
+    return shares

@@ -1,0 +1,48 @@
+"""Reference selectors: ``random`` (the baseline every method must beat) and ``full``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from dataselect.selectors.base import Selection, Selector
+from dataselect.selectors.registry import register
+
+__all__ = ["FullSelector", "RandomSelector"]
+
+
+@register("random")
+@dataclass(frozen=True)
+class RandomSelector(Selector):
+    """Uniform sample without replacement.
+
+    Indices come in the sampled order; the generator is
+    ``np.random.default_rng(seed)``, so a seed fixes the subset everywhere.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        return Selection(rng.choice(n, size=budget, replace=False))
+
+
+@register("full")
+@dataclass(frozen=True)
+class FullSelector(Selector):
+    """The first ``budget`` rows in table order (``budget = n``: the whole pool).
+
+    The reference the report compares every subset to; the seed is ignored.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ()
+    seeded: ClassVar[bool] = False
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        return Selection(np.arange(budget, dtype=np.int64))
+

@@ -1,0 +1,60 @@
+"""Shared fixtures: real SST-2 features for the selector tests.
+
+``sst2_features`` embeds a seeded sample of SST-2 train sentences with
+all-MiniLM-L6-v2 through the feature pipeline's plain path (mean pooling)
+once per machine and caches the arrays under pytest's cache dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataselect.config import DatasetConfig
+from dataselect.data import load_dataset
+from dataselect.features.text_metrics import text_metrics
+
+N_SAMPLE = 3000
+SAMPLE_SEED = 20261125
+CACHE_VERSION = "v2"
+
+
+def embed_minilm(texts: list[str]) -> np.ndarray:
+    """Mean-pooled all-MiniLM-L6-v2 embeddings through the feature pipeline's plain path."""
+    from dataselect.features.embeddings import embed_texts
+    from dataselect.models import load_encoder, load_tokenizer
+
+    return embed_texts(texts, load_tokenizer("minilm"), load_encoder("minilm", device="cpu"),
+                       pooling="mean", max_length=64, batch_size=64)
+
+
+@pytest.fixture(scope="session")
+def sst2_features(request: pytest.FixtureRequest, sst2_dir: Path) -> dict[str, np.ndarray]:
+    """~3000 real SST-2 train rows: ``id``, ``label``, ``embedding`` (n, 384), metrics.
+
+    ``perplexity`` is a seeded log-normal stand-in (no causal LM in the
+    selector tests); everything else is real.
+    """
+    cache = Path(request.config.cache.mkdir(f"dataselect-sst2-minilm-{CACHE_VERSION}"))
+    file = cache / f"sample{N_SAMPLE}_seed{SAMPLE_SEED}.npz"
+    df = load_dataset(DatasetConfig(source=str(sst2_dir))).train
+    ids = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(df), N_SAMPLE, replace=False))
+    texts = df["text"].iloc[ids].tolist()
+    if file.exists():
+        emb = np.load(file)["embedding"]
+    else:
+        emb = embed_minilm(texts)
+        tmp = file.with_suffix(".tmp.npz")
+        np.savez(tmp, embedding=emb)
+        os.replace(tmp, file)
+    rng = np.random.default_rng(SAMPLE_SEED + 1)
+    return {
+        "id": ids.astype(np.int64),
+        "label": df["label"].to_numpy()[ids].astype(np.int64),
+        "embedding": emb,
+        "perplexity": rng.lognormal(mean=4.0, sigma=0.6, size=N_SAMPLE),
+        **{k: v for k, v in text_metrics(texts).items() if k != "id"},
+    }
