@@ -1,0 +1,202 @@
+"""Feature store: cache hits without model loads, corrupt/missing shards, id alignment."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dataselect.models as models
+from dataselect.config import FeaturesConfig
+from dataselect.errors import CacheError, DataError, UserError
+from dataselect.features import FeatureStore, compute_features
+from dataselect.features import perplexity as ppl_mod
+from dataselect.features import text_metrics as tm_mod
+
+
+@pytest.fixture(scope="module")
+def cfg(tiny_qwen):
+    # Cheap families only: tiny random causal LM, textstat, tokenizer; 4 shards of 50.
+    return FeaturesConfig(encoder="minilm", perplexity_model=tiny_qwen, perplexity_batch_size=16,
+                          shard_size=50, device="cpu", max_length=64)
+
+
+WHICH = {"perplexity", "text_metrics", "subword_ratio"}
+
+
+def _no_models(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("a model was loaded on a cache hit")
+
+    for name in ("load_tokenizer", "load_encoder", "load_causal_lm", "load_masked_lm"):
+        monkeypatch.setattr(models, name, boom)
+
+
+def _count_rows(monkeypatch):
+    seen: list[int] = []
+    orig = ppl_mod.lm_scores
+
+    def counting(texts, *a, **k):
+        seen.append(len(texts))
+        return orig(texts, *a, **k)
+
+    monkeypatch.setattr(ppl_mod, "lm_scores", counting)
+    return seen
+
+
+def test_second_run_is_a_cache_hit_without_model_load(tmp_path, sample, cfg, monkeypatch):
+    first = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    _no_models(monkeypatch)
+    monkeypatch.setattr(tm_mod, "text_metrics", lambda *a, **k: pytest.fail("recomputed text metrics"))
+    again = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    assert again.fingerprint == first.fingerprint
+    for k in first:
+        np.testing.assert_array_equal(again[k], first[k])
+    loaded = FeatureStore(tmp_path).load(first.fingerprint)
+    assert loaded.columns == first.columns
+    np.testing.assert_array_equal(loaded["perplexity"], first["perplexity"])
+
+
+def test_table_shape_and_read_only(tmp_path, sample, cfg):
+    t = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    assert t.n_rows == len(sample) and t.columns[:2] == ("id", "label")
+    for c in ("perplexity", "lm_mean_nll", "lm_token_count", "token_count", "mtld", "subword_ratio"):
+        assert t[c].shape == (len(sample),)
+    np.testing.assert_array_equal(t["label"], sample["label"].to_numpy())
+    with pytest.raises(ValueError):
+        t["perplexity"][0] = 1.0
+    keys = {p.parent.name for p in tmp_path.glob("*/shard-*.parquet")}
+    assert len(keys) == 3 and all(len(list((tmp_path / k).glob("shard-*.parquet"))) == 4 for k in keys)
+    assert all((tmp_path / k / "_meta.json").is_file() for k in keys)
+
+
+def test_corrupt_shard_is_recomputed_with_warning(tmp_path, sample, cfg, monkeypatch, caplog):
+    first = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    (shard,) = [p for p in tmp_path.glob("*/shard-00002.parquet")]
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])  # truncated, as by a crash mid-copy
+    seen = _count_rows(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="dataselect.features.store"):
+        again = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert "corrupt" in caplog.text and "shard-00002" in caplog.text
+    assert sum(seen) == 50
+    np.testing.assert_allclose(again["perplexity"], first["perplexity"], rtol=1e-6)
+
+
+def test_wrong_ids_or_nan_are_corrupt(tmp_path, sample, cfg, monkeypatch, caplog):
+    import pyarrow.parquet as pq
+
+    compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    (s0,) = tmp_path.glob("*/shard-00000.parquet")
+    (s1,) = tmp_path.glob("*/shard-00001.parquet")
+    t = pq.read_table(s1)
+    pq.write_table(t.set_column(0, "id", pq.read_table(s0).column("id")), s1)  # shard 0's ids in shard 1
+    d = pq.read_table(s0).to_pandas()
+    d.loc[3, "perplexity"] = np.nan
+    pq.write_table(__import__("pyarrow").Table.from_pandas(d, preserve_index=False), s0)
+    seen = _count_rows(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert "ids differ" in caplog.text and "NaN perplexity" in caplog.text
+    assert sum(seen) == 100
+
+
+def test_interrupted_run_recomputes_only_missing_shards(tmp_path, sample, cfg, monkeypatch):
+    first = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    (key,) = {p.parent for p in tmp_path.glob("*/shard-*.parquet")}
+    (key / "shard-00001.parquet").unlink()
+    (key / "shard-00003.parquet").unlink()
+    (key / "_meta.json").unlink()
+    (key / "shard-00000.parquet.tmp-deadbeef").write_bytes(b"half a shard")  # never read
+    seen = _count_rows(monkeypatch)
+    again = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert sum(seen) == 100
+    assert (key / "_meta.json").is_file()
+    np.testing.assert_allclose(again["perplexity"], first["perplexity"], rtol=1e-6)
+
+
+def test_killed_mid_run_resumes(tmp_path, sample, cfg, monkeypatch):
+    """A crash mid-run leaves the shards finished so far; the rerun computes the rest."""
+
+    class Killed(Exception):
+        pass
+
+    orig = ppl_mod.lm_scores
+    calls = {"n": 0}
+
+    def dies(texts, *a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise Killed
+        return orig(texts, *a, **k)
+
+    monkeypatch.setattr(ppl_mod, "lm_scores", dies)
+    small = cfg.model_copy(update={"perplexity_batch_size": 1})  # batch_rows 16: several per shard
+    with pytest.raises(Killed):
+        compute_features(sample, small, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert len(list(tmp_path.glob("*/shard-*.parquet"))) == 0  # 32 rows done < one shard of 50
+    big = cfg.model_copy(update={"perplexity_batch_size": 4})  # batch_rows 64 > shard: 1 call = 1 shard+
+    calls["n"] = 0
+    with pytest.raises(Killed):
+        compute_features(sample, big, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    done = len(list(tmp_path.glob("*/shard-*.parquet")))
+    assert 1 <= done < 4
+    monkeypatch.setattr(ppl_mod, "lm_scores", orig)
+    seen = _count_rows(monkeypatch)
+    compute_features(sample, big, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert sum(seen) == (4 - done) * 50
+
+
+def test_ids_align_after_shuffling(tmp_path, sample, cfg, monkeypatch):
+    first = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    shuffled = sample.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    _no_models(monkeypatch)  # same content: every family is a cache hit
+    t = compute_features(shuffled, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    np.testing.assert_array_equal(t["id"], shuffled["id"].to_numpy())
+    np.testing.assert_array_equal(t["label"], shuffled["label"].to_numpy())
+    pos = pd.Series(np.arange(len(sample)), index=sample["id"])[shuffled["id"]].to_numpy()
+    for c in ("perplexity", "token_count", "subword_ratio", "mtld"):
+        np.testing.assert_array_equal(t[c], first[c][pos])
+    assert t.fingerprint != first.fingerprint  # row order is part of the table, not of the shards
+    # Spot check: the row's own text metric, computed fresh.
+    from dataselect.features.text_metrics import words
+
+    i = 17
+    assert t["token_count"][i] == len(words(shuffled["text"][i]))
+
+
+def test_settings_change_the_key(tmp_path, sample, cfg):
+    compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    other = cfg.model_copy(update={"max_length": 8})
+    t = compute_features(sample, other, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert len({p.parent for p in tmp_path.glob("*/shard-*.parquet")}) == 2
+    assert t["lm_token_count"].max() == 8
+
+
+def test_input_validation(tmp_path, sample, cfg):
+    with pytest.raises(DataError, match="unique"):
+        compute_features(pd.concat([sample, sample.iloc[:1]]), cfg, tmp_path, engine="local")
+    with pytest.raises(DataError, match="lacks columns"):
+        compute_features(sample.drop(columns="label"), cfg, tmp_path, engine="local")
+    with pytest.raises(UserError, match="unknown families"):
+        compute_features(sample, cfg, tmp_path, which={"embeddings"}, engine="local")
+    with pytest.raises(UserError, match="mlm_model"):
+        compute_features(sample, cfg, tmp_path, which={"pseudo_perplexity"}, engine="local")
+    with pytest.raises(CacheError):
+        FeatureStore(tmp_path).load("0" * 64)
+
+
+def test_every_family_through_the_runner(tmp_path, sample, tiny_qwen, tiny_mlm):
+    rows = sample.iloc[:40]
+    cfg = FeaturesConfig(encoder="minilm", perplexity_model=tiny_qwen, mlm_model=tiny_mlm, shard_size=16,
+                         device="cpu", max_length=64)
+    t = compute_features(rows, cfg, tmp_path, engine="local", progress=False)
+    want = {"id", "label", "embedding", "embedding_norm", "perplexity", "lm_mean_nll", "lm_token_count",
+            "pseudo_perplexity", "mlm_mean_nll", "mlm_token_count", "token_count", "char_count",
+            "type_token_ratio", "avg_word_len", "flesch_reading_ease", "syllable_count", "sentence_count",
+            "mattr", "mtld", "subword_ratio"}
+    assert set(t.columns) == want
+    assert t["embedding"].shape == (40, 384) and t["embedding"].dtype == np.float32
+    assert np.isfinite(t["pseudo_perplexity"]).all() and (t["subword_ratio"] >= 1).all()
