@@ -1,0 +1,348 @@
+"""The whole grid through Ray Tune: features → selections → one trial per cell → report.
+
+``python -m dataselect.sweep GRID.yaml [--resume] [--address ADDR]``
+
+Layout under ``<study_dir>``::
+
+    features/            feature store (cached shards)
+    manifests/           one parquet per (selector, budget, seed, features) key
+    inputs/              pool/eval rows (+ embeddings for probes) the trials read
+    tune/<name>/         the Tune experiment (one folder per trial, result.json)
+    trials/<trial>/      trial-side result cache + attempts log (see below)
+    tensorboard/<trial>/ per-trial scalars and HParams
+    report/              results.parquet/csv, report.md, figures
+
+Trials read rows, embeddings and manifests from disk (the study folder must
+be on storage every node sees, as Tune's ``storage_path`` already is), so
+nothing large travels through the driver.
+
+Resume. ``--resume`` restores the Tune experiment (``Tuner.restore``,
+unfinished and errored trials run again). Tune saves its experiment state
+at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds, so a trial that
+finished just before a crash can look unfinished; each trial therefore also
+writes its result to ``trials/<trial>/result.json`` keyed by a hash of its
+full config, and a relaunched trial whose result is there reports it
+without training again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+
+from dataselect.config import StudyConfig, TrainerConfig
+from dataselect.select_stage import CellKey, SelectionResult, grid_specs, run_select_stage
+
+log = logging.getLogger(__name__)
+
+_INPUTS_VERSION = 1
+
+
+# --------------------------------------------------------------------------- naming
+def _slug(text: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", text)
+
+
+def trial_name_for(selector: str, fraction: float, seed: int) -> str:
+    """Readable, unique trial name: ``<selector>_f<fraction>_s<seed>``."""
+    return f"{_slug(selector)}_f{fraction:g}_s{seed}"
+
+
+def _trial_name(trial: Any) -> str:
+    c = trial.config
+    return trial_name_for(c["cell"]["selector"], c["cell"]["fraction"], c["seed"])
+
+
+def _cell_id(selector: str, fraction: float, seed: int) -> str:
+    return f"{selector}|{fraction!r}|{seed}"
+
+
+def _config_hash(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- trial
+def run_trial(
+    config: dict[str, Any],
+    *,
+    study_dir: str,
+    trainer: dict[str, Any],
+    num_labels: int,
+    selections: dict[str, dict[str, Any]],
+    inputs_key: str,
+) -> None:
+    """Tune trainable: train on one selection and ``tune.report`` its metrics.
+
+    ``config`` is ``{"cell": {selector, name, params, fraction}, "seed": int}``.
+    A failed selection raises, so Tune marks the trial ERROR and moves on.
+    """
+    from ray import tune
+
+    from dataselect.manifest import read_manifest
+    from dataselect.train import finetune, probe
+
+    cell, seed = config["cell"], int(config["seed"])
+    name = trial_name_for(cell["selector"], cell["fraction"], seed)
+    sel = selections[_cell_id(cell["selector"], cell["fraction"], seed)]
+    study = Path(study_dir)
+    tcfg = TrainerConfig(**trainer)
+    chash = _config_hash({"cell": cell, "seed": seed, "trainer": trainer, "inputs": inputs_key,
+                          "manifest": sel["path"], "num_labels": num_labels})
+    trial_dir = study / "trials" / name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    cached = trial_dir / "result.json"
+    if cached.is_file():
+        prev = json.loads(cached.read_text())
+        if prev.get("config_hash") == chash:
+            log.info("trial %s: reusing finished result (%s)", name, cached)
+            tune.report(prev["result"])
+            return
+    with (trial_dir / "attempts.jsonl").open("a") as fh:
+        fh.write(json.dumps({"time": time.time(), "pid": os.getpid(), "config_hash": chash}) + "\n")
+    if sel["error"]:
+        raise RuntimeError(f"selection failed for {cell['selector']} at fraction {cell['fraction']} "
+                           f"seed {seed}: {sel['error']}")
+
+    inputs = study / "inputs"
+    pool = pd.read_parquet(inputs / "pool.parquet")
+    picked = read_manifest(Path(sel["path"])).ids
+    pos = pd.Index(pool["id"]).get_indexer(picked)
+    if (pos < 0).any():
+        raise RuntimeError(f"manifest {sel['path']} names ids that are not in the pool")
+    logdir = study / "tensorboard" / name
+    shutil.rmtree(logdir, ignore_errors=True)  # a relaunched trial starts a clean run
+    hp = {"selector": cell["selector"], "fraction": cell["fraction"]}
+    if tcfg.mode == "probe":
+        emb = np.load(inputs / "pool_embedding.npy", mmap_mode="r")
+        eval_emb = np.load(inputs / "eval_embedding.npy")
+        eval_labels = pd.read_parquet(inputs / "eval.parquet", columns=["label"])["label"].to_numpy()
+        res = probe(np.asarray(emb[np.sort(pos)]), pool["label"].to_numpy()[np.sort(pos)], eval_emb,
+                    eval_labels, tcfg, seed=seed, num_labels=num_labels, logdir=logdir, hparams=hp)
+    else:
+        evalf = pd.read_parquet(inputs / "eval.parquet")
+        res = finetune(pool.iloc[pos].reset_index(drop=True), evalf, tcfg, num_labels=num_labels,
+                       seed=seed, logdir=logdir, progress=False, hparams=hp)
+    import ray
+
+    out = {"selector": cell["selector"], "selector_name": cell["name"],
+           "params": json.dumps(cell["params"], sort_keys=True), "fraction": cell["fraction"],
+           "budget": sel["budget"], "selection_seconds": sel["seconds"],
+           # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
+           "node_id": ray.get_runtime_context().get_node_id(), **res}
+    _atomic_write_text(cached, json.dumps({"config_hash": chash, "result": out}, default=float))
+    tune.report(out)
+
+
+# --------------------------------------------------------------------------- stages
+def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np.ndarray | None]:
+    """Pool feature table (+ its fingerprint) and eval embeddings when the trainer probes.
+
+    A fine-tune sweep whose selectors read no features (``random``, ``full``)
+    skips the feature stage: an encoder pass over the pool would buy nothing.
+    """
+    from dataselect.selectors import get_selector
+
+    needs = {c for s in cfg.selectors for c in get_selector(s.name, **dict(s.params)).required()}
+    if cfg.trainer.mode == "finetune" and not needs - {"id", "label"}:
+        log.info("no selector reads features: skipping the feature stage")
+        table = {"id": ds.train["id"].to_numpy(np.int64), "label": ds.train["label"].to_numpy(np.int64)}
+        return table, _config_hash({"rows": ds.fingerprint, "columns": ["id", "label"]}), None
+
+    from dataselect.features import compute_features
+
+    store = cfg.study_dir / "features"
+    pool = compute_features(ds.train, cfg.features, store)
+    table = {k: np.asarray(pool[k]) for k in pool}
+    eval_emb = None
+    if cfg.trainer.mode == "probe":
+        ev = compute_features(ds.eval, cfg.features, store, which={"embedding"})
+        eval_emb = np.asarray(ev["embedding"], dtype=np.float32)
+    return table, str(pool.fingerprint), eval_emb
+
+
+def _write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: np.ndarray | None,
+                  features_fp: str) -> str:
+    """Rows and embeddings the trials read; rewritten only when their key changes."""
+    key = _config_hash({"v": _INPUTS_VERSION, "data": ds.fingerprint, "features": features_fp,
+                        "probe": eval_emb is not None})
+    inputs = study / "inputs"
+    stamp = inputs / "inputs.json"
+    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+        return key
+    inputs.mkdir(parents=True, exist_ok=True)
+    if not np.array_equal(np.asarray(table["id"]), ds.train["id"].to_numpy()):
+        raise RuntimeError("feature table rows are not aligned with the dataset's train pool")
+    ds.train[["id", "text", "label"]].to_parquet(inputs / "pool.parquet", index=False)
+    ds.eval[["id", "text", "label"]].to_parquet(inputs / "eval.parquet", index=False)
+    if eval_emb is not None:
+        np.save(inputs / "pool_embedding.npy", np.asarray(table["embedding"], dtype=np.float32))
+        np.save(inputs / "eval_embedding.npy", eval_emb)
+    _atomic_write_text(stamp, json.dumps({"key": key}))
+    return key
+
+
+def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
+                      selections: dict[CellKey, SelectionResult]) -> None:
+    """What the report must state honestly: models, stand-ins, pool size, seeds."""
+    from dataselect.config import DEFAULT_CAUSAL_LM, DEFAULT_ENCODER
+
+    def describe(ref: str | None, default: str | None) -> dict[str, Any] | None:
+        if ref is None:
+            return None
+        info: dict[str, Any] = {"ref": ref, "default": default}
+        try:
+            from dataselect.models import OFFLINE_MODELS, describe_model
+
+            info.update(describe_model(ref))
+            info["offline_short_name"] = ref in OFFLINE_MODELS
+        except Exception as err:  # noqa: BLE001 - description only, never fatal
+            info["describe_error"] = str(err)
+        info["is_default"] = ref == default
+        return info
+
+    meta = {
+        "name": cfg.name,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(mode="json"),
+        "dataset": {"source": ds.source, "n_pool": len(ds.train), "n_eval": len(ds.eval),
+                    "label_names": list(ds.label_names), "fingerprint": ds.fingerprint},
+        "models": {
+            "trainer": describe(cfg.trainer.model, DEFAULT_ENCODER) if cfg.trainer.mode == "finetune" else None,
+            "encoder": describe(cfg.features.encoder, DEFAULT_ENCODER),
+            "perplexity": describe(cfg.features.perplexity_model, DEFAULT_CAUSAL_LM),
+        },
+        "n_trials": n_trials,
+        "selections": [r.to_dict() for r in selections.values()],
+    }
+    _atomic_write_text(study / "study.json", json.dumps(meta, indent=2, default=str))
+
+
+def _tune_env() -> None:
+    # Save Tune's experiment state at most every second instead of Tune's
+    # adaptive >= 10 s, so a crash loses little; the trial-side cache covers the rest.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+
+
+def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = None) -> Path:
+    """Run (or with ``resume`` continue) the study's sweep and write its report.
+
+    Returns the path of ``report.md``.
+    """
+    from ray import tune
+
+    from dataselect.data import load_dataset
+    from dataselect.pipeline import resolve_standins
+    from dataselect.ray_runtime import init_ray
+    from dataselect.report import write_report
+
+    _tune_env()
+    study = cfg.study_dir.expanduser().resolve()
+    study.mkdir(parents=True, exist_ok=True)
+    init_ray(cfg.ray, address=address)
+    ds = load_dataset(cfg.dataset)
+    declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
+    cfg = resolve_standins(cfg, ds)
+    table, features_fp, eval_emb = _features(cfg, ds)
+    inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp)
+    selections = run_select_stage(cfg, table, features_fingerprint=features_fp,
+                                  manifest_dir=study / "manifests")
+    del table
+    cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
+             for s, f in grid_specs(cfg)]
+    _write_study_meta(declared, ds, study, len(cells) * len(cfg.grid.seeds), selections)
+
+    sel_map = {_cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
+                              "budget": r.budget, "error": r.error}
+               for k, r in selections.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, study_dir=str(study),
+                             trainer=cfg.trainer.model_dump(mode="json"),
+                             num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key),
+        {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
+    )
+    storage = study / "tune"
+    exp_dir = storage / cfg.name
+    if resume and tune.Tuner.can_restore(str(exp_dir)):
+        log.info("resuming Tune experiment %s", exp_dir)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        if resume:
+            log.warning("--resume: no Tune experiment to restore at %s; starting a new one", exp_dir)
+        elif exp_dir.exists():
+            # Never mix two experiments in one folder; finished trials are
+            # still reused through the trial-side cache.
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            old = exp_dir.with_name(f"{exp_dir.name}.prev-{stamp}")
+            log.warning("Tune experiment %s exists; moving it to %s (use --resume to continue it)",
+                        exp_dir, old.name)
+            exp_dir.rename(old)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                # Every trial asks for the same resources, so one actor can run many
+                # trials: torch/transformers are imported once per actor, not per trial
+                # (seconds each, more than a probe trial's work).
+                reuse_actors=True,
+                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name, storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    n_err = sum(1 for r in grid if r.error is not None)
+    log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
+    return write_report(study)
+
+
+# --------------------------------------------------------------------------- CLI
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                  help="Run a study's selector × fraction × seed grid through Ray Tune.")
+
+
+@app.command()
+def main(
+    config: Annotated[Path, typer.Argument(help="Study config YAML.")],
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep; finished trials are kept.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (else config ray.address, "
+                                                     "else RAY_ADDRESS, else a local Ray).")] = None,
+) -> None:
+    """Features → selections → Tune trials → report (prints the report path)."""
+    from dataselect.config import load_config
+    from dataselect.errors import UserError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(config)
+        out = run_sweep(cfg, resume=resume, address=address)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(err.exit_code) from None
+    typer.echo(f"report: {out}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,65 @@
+"""Report statistics and select-stage arithmetic against direct computations (no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataselect.config import parse_config
+from dataselect.report import format_mean_std, summarize
+from dataselect.select_stage import budget_for, grid_specs
+
+
+def _frame(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for sel, shift in (("random", 0.0), ("kcenter", 0.02), ("full", 0.1)):
+        for frac in ((1.0,) if sel == "full" else (0.1, 0.2)):
+            for seed in range(4):
+                rows.append({"selector": sel, "fraction": frac, "seed": seed, "status": "TERMINATED",
+                             "accuracy": 0.7 + shift + rng.normal(0, 0.01)})
+    rows.append({"selector": "kcenter", "fraction": 0.1, "seed": 9, "status": "ERROR", "accuracy": np.nan})
+    return pd.DataFrame(rows)
+
+
+def _paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value from the textbook formula."""
+    from scipy.stats import t
+
+    d = a - b
+    stat = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return float(2 * t.sf(abs(stat), len(d) - 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_summary_matches_direct_computation(seed):
+    df = _frame(np.random.default_rng(seed))
+    s = summarize(df, "accuracy").set_index(["selector", "fraction"])
+    ok = df[df["status"] == "TERMINATED"]
+    k = ok[(ok["selector"] == "kcenter") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
+    r = ok[(ok["selector"] == "random") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
+    row = s.loc[("kcenter", 0.1)]
+    assert row["n"] == 4 and row["n_pairs"] == 4  # the errored seed-9 trial is left out
+    assert row["mean"] == pytest.approx(k.mean()) and row["std"] == pytest.approx(k.std(ddof=1))
+    assert row["delta"] == pytest.approx((k - r).mean())
+    assert row["p"] == pytest.approx(_paired_t(k, r))
+    assert np.isnan(s.loc[("random", 0.1), "delta"]) and np.isnan(s.loc[("full", 1.0), "p"])
+
+
+def test_single_pair_gives_no_p_value():
+    df = _frame(np.random.default_rng(0))
+    df = df[(df["seed"] == 0) | (df["selector"] == "random")]
+    row = summarize(df, "accuracy").set_index(["selector", "fraction"]).loc[("kcenter", 0.2)]
+    assert row["n_pairs"] == 1 and np.isfinite(row["delta"]) and np.isnan(row["p"])
+    assert format_mean_std(row["mean"], row["std"]).endswith("± n/a")
+
+
+def test_budget_rounding_and_grid():
+    assert budget_for(0.1, 240) == 24 and budget_for(0.001, 240) == 1 and budget_for(1.0, 7) == 7
+    assert budget_for(0.25, 10) == 2  # round half to even, as Python's round
+    cfg = parse_config({"name": "g", "selectors": [{"name": "random"}, {"name": "kcenter", "label": "kc"}],
+                        "grid": {"fractions": [0.1, 0.5]}}, check_paths=False)
+    cells = [(s.key, f) for s, f in grid_specs(cfg)]
+    assert cells == [("random", 0.1), ("random", 0.5), ("kc", 0.1), ("kc", 0.5), ("full", 1.0)]

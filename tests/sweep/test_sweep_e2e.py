@@ -1,0 +1,185 @@
+"""A real sweep through Ray Tune: probe grid + a failing selector, and one fine-tune trial."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from dataselect.report import format_mean_std, write_report
+from dataselect.sweep import run_sweep, trial_name_for
+
+from .conftest import make_cfg, study_raw
+
+pytestmark = pytest.mark.slow
+
+
+def _tb_scalars(logdir):
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {t: [e.value for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+
+
+def _table_row(report: str, metric: str, selector: str, fraction: float) -> list[str]:
+    section = report.split(f"### {metric}\n", 1)[1].split("###", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) > 2 and cells[0] == selector and cells[1] == f"{fraction:g}":
+            return cells
+    raise AssertionError(f"no row {selector} {fraction} in {metric} table:\n{section}")
+
+
+@pytest.fixture(scope="module")
+def probe_study(sst2_dir, tmp_path_factory, ray_tmp, ray_local):
+    out = tmp_path_factory.mktemp("studies")
+    raw = study_raw(sst2_dir, out, "probe", ray_tmp=ray_tmp)
+    # 'perplexity' needs a feature this config does not compute: its
+    # selections raise, so its trials must fail without stopping the sweep.
+    raw["selectors"].append({"name": "perplexity", "label": "ppl_broken"})
+    cfg = make_cfg(raw)
+    report = run_sweep(cfg)
+    return cfg, report
+
+
+def test_results_one_row_per_trial(probe_study):
+    cfg, report = probe_study
+    df = pd.read_csv(report.parent / "results.csv")
+    # 3 selectors x 2 fractions x 2 seeds + full x 2 seeds
+    assert len(df) == 14 == df["trial"].nunique()
+    assert set(df.columns) >= {"selector", "name", "params", "fraction", "seed", "n_train", "n_0", "n_1",
+                               "accuracy", "macro_f1", "precision", "recall", "selection_seconds",
+                               "train_seconds", "status", "error"}
+    pq = pd.read_parquet(report.parent / "results.parquet")
+    assert len(pq) == len(df)
+    ok = df[df["status"] == "TERMINATED"]
+    assert len(ok) == 10
+    assert (ok.loc[ok["fraction"] == 0.1, "n_train"] == 24).all()
+    assert (ok.loc[ok["fraction"] == 0.25, "n_train"] == 60).all()
+    assert (ok.loc[ok["selector"] == "full", "n_train"] == 240).all()
+    assert (ok["n_0"] + ok["n_1"] == ok["n_train"]).all()
+    assert ok["accuracy"].between(0, 1).all() and (ok["selection_seconds"] >= 0).all()
+
+
+def test_failing_selector_is_reported_not_fatal(probe_study):
+    cfg, report = probe_study
+    df = pd.read_csv(report.parent / "results.csv")
+    bad = df[df["selector"] == "ppl_broken"]
+    assert len(bad) == 4 and (bad["status"] == "ERROR").all()
+    assert bad["error"].str.contains("perplexity").all()
+    text = report.read_text()
+    assert "## Failed or incomplete trials" in text and "ppl_broken_f0.1_s0" in text
+
+
+def test_report_agrees_with_results(probe_study):
+    cfg, report = probe_study
+    df = pd.read_csv(report.parent / "results.csv")
+    text = report.read_text()
+    for metric in ("accuracy", "macro_f1"):
+        vals = df[(df["selector"] == "kcenter") & (df["fraction"] == 0.1)].sort_values("seed")[metric]
+        cells = _table_row(text, metric, "kcenter", 0.1)
+        assert cells[3] == format_mean_std(vals.mean(), vals.std(ddof=1))
+        base = df[(df["selector"] == "random") & (df["fraction"] == 0.1)].sort_values("seed")[metric]
+        assert cells[4] == f"{(vals.to_numpy() - base.to_numpy()).mean():+.4f}"
+        assert cells[6] == "2"
+    assert "full (whole pool)" in text
+    assert "Seeds: 2" in text and "Pool: 240 training rows" in text
+    assert "paired t-test" in text and "stand-in" in text  # minilm stands in for ModernBERT
+    for fig in ("metrics_vs_fraction.png", "cost_vs_accuracy.png"):
+        png = report.parent / fig
+        assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
+        assert f"]({fig})" in text
+
+
+def test_tensorboard_runs_hold_trial_scalars(probe_study):
+    cfg, report = probe_study
+    df = pd.read_csv(report.parent / "results.csv")
+    ok = df[df["status"] == "TERMINATED"]
+    tb = cfg.study_dir / "tensorboard"
+    assert {p.name for p in tb.iterdir()} >= set(ok["trial"])
+    row = ok[ok["trial"] == trial_name_for("kcenter", 0.25, 1)].iloc[0]
+    sc = _tb_scalars(tb / row["trial"])
+    assert sc["eval/accuracy"] == [pytest.approx(row["accuracy"])]
+    assert sc["eval/macro_f1"] == [pytest.approx(row["macro_f1"])]
+    assert len(sc["train/loss"]) >= 1
+
+
+def test_report_rebuilds_from_disk(probe_study):
+    cfg, report = probe_study
+    before = pd.read_csv(report.parent / "results.csv")
+    report.unlink()
+    (report.parent / "results.csv").unlink()
+    again = write_report(cfg.study_dir)
+    assert again == report and report.is_file()
+    pd.testing.assert_frame_equal(pd.read_csv(report.parent / "results.csv"), before)
+
+
+def test_select_stage_rerun_reuses_manifests(probe_study):
+    cfg, report = probe_study
+    from dataselect.data import load_dataset
+    from dataselect.select_stage import run_select_stage
+    from dataselect.sweep import _features
+
+    files = {p: p.stat().st_mtime_ns for p in (cfg.study_dir / "manifests").glob("*.parquet")}
+    # random, kcenter (x2 fractions x2 seeds) + full once: it ignores the seed
+    assert len(files) == 2 * 2 * 2 + 1
+    table, fp, _ = _features(cfg, load_dataset(cfg.dataset))  # feature cache hit
+    again = run_select_stage(cfg, table, features_fingerprint=fp, manifest_dir=cfg.study_dir / "manifests")
+    ok = {k: r for k, r in again.items() if r.error is None}
+    assert len(ok) == len(files) and all(r.reused for r in ok.values())
+    assert {p: p.stat().st_mtime_ns for p in (cfg.study_dir / "manifests").glob("*.parquet")} == files
+    df = pd.read_csv(report.parent / "results.csv").set_index("trial")
+    r = again[("kcenter", 0.25, 1)]
+    assert r.budget == 60 and r.seconds == pytest.approx(df.loc["kcenter_f0.25_s1", "selection_seconds"])
+    assert {k for k, r in again.items() if r.error} == {("ppl_broken", f, s) for f in (0.1, 0.25) for s in (0, 1)}
+
+
+def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path):
+    from dataselect.data import load_dataset
+    from dataselect.select_stage import run_select_stage
+    from dataselect.sweep import _features
+
+    cfg, _ = probe_study
+    cfg = cfg.model_copy(update={
+        "selectors": make_cfg({**study_raw(cfg.dataset.source, tmp_path, "x", ray_tmp=tmp_path),
+                               "selectors": [{"name": "herding"}, {"name": "random"}]}).selectors,
+        "grid": cfg.grid.model_copy(update={"seeds": [0, 1, 2], "full_reference": False}),
+    })
+    table, fp, _ = _features(cfg, load_dataset(cfg.dataset))
+    out = run_select_stage(cfg, table, features_fingerprint=fp, manifest_dir=tmp_path / "m")
+    herd = {out[("herding", f, s)].path for f in (0.1, 0.25) for s in (0, 1, 2)}
+    rand = {out[("random", f, s)].path for f in (0.1, 0.25) for s in (0, 1, 2)}
+    assert len(herd) == 2 and len(rand) == 6  # one herding manifest per fraction
+    assert len(list((tmp_path / "m").glob("*.parquet"))) == 8
+
+
+def test_one_finetune_trial(sst2_dir, tmp_path, ray_tmp, ray_local):
+    raw = study_raw(sst2_dir, tmp_path, "ft", ray_tmp=ray_tmp,
+                    selectors=[{"name": "random"}],
+                    grid={"fractions": [0.2], "seeds": [0], "full_reference": False},
+                    trainer={"mode": "finetune", "model": "minilm", "epochs": 1.0, "batch_size": 16,
+                             "learning_rate": 5e-5, "max_length": 48, "eval_batch_size": 64})
+    raw["dataset"] = {**raw["dataset"], "pool_size": 80, "eval_size": 64}
+    cfg = make_cfg(raw)
+    report = run_sweep(cfg)
+    df = pd.read_csv(report.parent / "results.csv")
+    assert len(df) == 1 and df["status"].iloc[0] == "TERMINATED"
+    row = df.iloc[0]
+    assert row["n_train"] == 16 and row["mode"] == "finetune"
+    sc = _tb_scalars(cfg.study_dir / "tensorboard" / row["trial"])
+    assert len(sc["train/loss"]) == 1  # 16 rows, batch 16, 1 epoch
+    assert sc["eval/accuracy"] == [pytest.approx(row["accuracy"])]
+    assert "fine-tuned `minilm`" in report.read_text()
+    assert not (cfg.study_dir / "features").exists()  # 'random' reads no features
+    res = json.loads((cfg.study_dir / "trials" / row["trial"] / "result.json").read_text())
+    assert np.isclose(res["result"]["accuracy"], row["accuracy"])
+
+
+def test_cli_help():
+    out = subprocess.run([sys.executable, "-m", "dataselect.sweep", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "--resume" in out.stdout and "--address" in out.stdout
