@@ -13,6 +13,7 @@ repository root on any machine.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -177,6 +178,16 @@ class RayConfig(_Section):
     max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
     temp_dir: str | None = None
     include_dashboard: bool = False
+
+    @field_validator("temp_dir")
+    @classmethod
+    def _short_temp_dir(cls, v: str | None) -> str | None:
+        # Ray puts unix sockets under it: sun_path holds 107 bytes and Ray
+        # appends ~60 (session_<date>_<pid>/sockets/plasma_store).
+        if v is not None and len(os.path.abspath(v).encode()) > 45:
+            raise ValueError("too long for Ray's socket paths (at most 45 bytes as an "
+                             "absolute path), e.g. /tmp/ray-<name>")
+        return v
 
 
 class StudyConfig(_Section):

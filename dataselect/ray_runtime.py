@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dataselect.config import RayConfig
-from dataselect.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,6 @@ def init_ray(cfg: RayConfig | None = None, *, address: str | None = None) -> dic
             kwargs["num_cpus"] = cfg.num_cpus
         if cfg.temp_dir is not None:
             temp = os.path.abspath(cfg.temp_dir)
-            # Ray puts unix sockets under it: sun_path holds 107 bytes, and
-            # Ray appends ~60 (session_<date>_<pid>/sockets/plasma_store).
-            if len(temp.encode()) > 45:
-                raise ConfigError(f"ray.temp_dir: {temp!r} is too long for Ray's socket paths; "
-                                  "use a path of at most 45 bytes, e.g. /tmp/ray-<name>")
             os.makedirs(temp, exist_ok=True)
             kwargs["_temp_dir"] = temp
         ray.init(**kwargs)

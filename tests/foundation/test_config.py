@@ -78,6 +78,7 @@ BAD_CASES = [
     ("features.pooling", "max", "features.pooling: Input should be 'mean' or 'cls'"),
     ("features.batch_size", 0, "features.batch_size: Input should be greater than 0"),
     ("ray.cpus_per_trial", 0, "ray.cpus_per_trial: Input should be greater than 0"),
+    ("ray.temp_dir", "/tmp/" + "x" * 60, "ray.temp_dir: too long for Ray's socket paths"),
     ("dataset.source", "./no/such/folder", "dataset.source: path does not exist: ./no/such/folder"),
     ("dataset.pool_size", 0, "dataset.pool_size: Input should be greater than 0"),
     ("name", "has space", "name: String should match pattern"),
