@@ -165,3 +165,16 @@ def test_find_duplicates_counts_conflicts():
     df = pd.DataFrame({"text": ["a", "a", "b", "b", "c"], "label": [0, 0, 0, 1, 1]})
     rep = find_duplicates(df)
     assert (rep.n_repeated_rows, rep.n_conflicting_texts) == (2, 1)
+
+
+def test_hub_source_offline_fails_fast_with_a_hint(monkeypatch):
+    # The hub path is real code (datasets.load_dataset("glue", "sst2")); offline
+    # it must fail at once with a pointer to local files, not retry for minutes.
+    import time
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t = time.monotonic()
+    with pytest.raises(DataError, match=r"dataset.source: cannot load hub dataset 'glue/sst2'.*local folder"):
+        load_dataset(DatasetConfig(source="glue/sst2", text_column="sentence"))
+    assert time.monotonic() - t < 60
