@@ -130,7 +130,7 @@ def test_select_stage_rerun_reuses_manifests(probe_study):
     table, fp, _ = _features(cfg, load_dataset(cfg.dataset))  # feature cache hit
     again = run_select_stage(cfg, table, features_fingerprint=fp, manifest_dir=cfg.study_dir / "manifests")
     ok = {k: r for k, r in again.items() if r.error is None}
-    assert len(ok) == len(files) and all(r.reused for r in ok.values())
+    assert {r.path for r in ok.values()} == set(files) and all(r.reused for r in ok.values())
     assert {p: p.stat().st_mtime_ns for p in (cfg.study_dir / "manifests").glob("*.parquet")} == files
     df = pd.read_csv(report.parent / "results.csv").set_index("trial")
     r = again[("kcenter", 0.25, 1)]
@@ -138,14 +138,14 @@ def test_select_stage_rerun_reuses_manifests(probe_study):
     assert {k for k, r in again.items() if r.error} == {("ppl_broken", f, s) for f in (0.1, 0.25) for s in (0, 1)}
 
 
-def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path):
+def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path, ray_tmp):
     from dataselect.data import load_dataset
     from dataselect.select_stage import run_select_stage
     from dataselect.sweep import _features
 
     cfg, _ = probe_study
     cfg = cfg.model_copy(update={
-        "selectors": make_cfg({**study_raw(cfg.dataset.source, tmp_path, "x", ray_tmp=tmp_path),
+        "selectors": make_cfg({**study_raw(cfg.dataset.source, tmp_path, "x", ray_tmp=ray_tmp),
                                "selectors": [{"name": "herding"}, {"name": "random"}]}).selectors,
         "grid": cfg.grid.model_copy(update={"seeds": [0, 1, 2], "full_reference": False}),
     })
