@@ -114,12 +114,16 @@ def train_one(cfg: StudyConfig, selector: str, fraction: float, seed: int,
     path = manifests.get(f"{selector}@{fraction:g}#{seed}")
     if path is None:
         raise UserError(f"selection {selector} at fraction {fraction:g}, seed {seed} failed; see the log")
-    pos = np.sort(ds.train.set_index("id").index.get_indexer(read_manifest(path).ids))
+    # Manifest pick order for fine-tuning, sorted rows for probes: the same
+    # rows in the same order as the sweep's trial (sweep.run_trial), so the
+    # same seed gives the same classifier.
+    pos = ds.train.set_index("id").index.get_indexer(read_manifest(path).ids)
     cfg = resolve_standins(cfg, ds)
     if cfg.trainer.mode == "probe":
         if save_dir is not None:
             raise UserError("--save: probe heads are not saved; use trainer.mode: finetune")
         pool, evalf = study_features(cfg, ds)
+        pos = np.sort(pos)
         return probe(np.asarray(pool["embedding"])[pos], ds.train["label"].to_numpy()[pos],
                      np.asarray(evalf["embedding"]), ds.eval["label"].to_numpy(), cfg.trainer,
                      seed=seed, num_labels=ds.num_labels)

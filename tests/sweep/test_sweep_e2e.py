@@ -177,6 +177,12 @@ def test_one_finetune_trial(sst2_dir, tmp_path, ray_tmp, ray_local):
     assert not (cfg.study_dir / "features").exists()  # 'random' reads no features
     res = json.loads((cfg.study_dir / "trials" / row["trial"] / "result.json").read_text())
     assert np.isclose(res["result"]["accuracy"], row["accuracy"])
+    # The `train` stage alone trains the same rows in the same order as the trial.
+    from dataselect.pipeline import train_one
+
+    alone = train_one(cfg, "random", 0.2, 0)
+    assert alone["accuracy"] == row["accuracy"]
+    assert alone["train_loss"] == pytest.approx(row["train_loss"], rel=1e-6)
 
 
 def test_cli_help():
