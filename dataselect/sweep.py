@@ -235,6 +235,20 @@ def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
     _atomic_write_text(study / "study.json", json.dumps(meta, indent=2, default=str))
 
 
+def _wait_for_free_cpus(timeout_s: float = 15.0) -> None:
+    """Give the feature stage's Ray Data actors a moment to release their CPUs.
+
+    Tune sizes its first wave of trials by the CPUs free when it starts; actors
+    still shutting down then squeeze the sweep onto fewer nodes than it could use.
+    """
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
 def _tune_env() -> None:
     # Save Tune's experiment state at most every second instead of Tune's
     # adaptive >= 10 s, so a crash loses little; the trial-side cache covers the rest.
@@ -311,6 +325,7 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
                 verbose=1,
             ),
         )
+    _wait_for_free_cpus()
     grid = tuner.fit()
     n_err = sum(1 for r in grid if r.error is not None)
     log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
