@@ -113,3 +113,32 @@ def to_torch_dtype(name: str) -> Any:
 def text_list(batch: dict[str, np.ndarray]) -> list[str]:
     """Texts of a numpy batch as Python strings (Ray may hand object or unicode arrays)."""
     return [str(t) for t in batch["text"]]
+
+
+class ModelBatch:
+    """Ray Data UDF base: tokenizer and model loaded once per actor, ``id`` carried through.
+
+    Subclasses name their loader in :mod:`dataselect.models` (``loader``) and
+    implement :meth:`score` (texts in, per-row columns out).
+    """
+
+    VERSION = 1
+    loader: str = ""
+
+    def __init__(
+        self, *, model: str, max_length: int = 128, batch_size: int = 16, device: str = "cpu",
+        dtype: str = "float32", n_threads: int | None = None,
+    ) -> None:
+        from dataselect import models
+
+        setup_torch(n_threads)
+        self.tokenizer = models.load_tokenizer(model)
+        self.model = getattr(models, self.loader)(model, device, to_torch_dtype(dtype))
+        self.max_length, self.batch_size = max_length, batch_size
+
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # Carry ids through: Ray Data may reorder rows.
+        return {"id": np.asarray(batch["id"], dtype=np.int64), **self.score(text_list(batch))}

@@ -34,10 +34,8 @@ import numpy as np
 from dataselect.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
+    ModelBatch,
     length_batches,
-    setup_torch,
-    text_list,
-    to_torch_dtype,
     torch_dtype_name,
 )
 
@@ -138,26 +136,15 @@ def lm_scores(
     return {"lm_mean_nll": nll, "perplexity": np.exp(nll), "lm_token_count": counts}
 
 
-class PerplexityBatch:
+class PerplexityBatch(ModelBatch):
     """Ray Data UDF: causal LM loaded once per actor; returns ``id`` + :data:`COLUMNS`."""
 
     VERSION = 1
+    loader = "load_causal_lm"
 
-    def __init__(
-        self, *, model: str, max_length: int = 128, batch_size: int = 16, device: str = "cpu",
-        dtype: str = "float32", n_threads: int | None = None,
-    ) -> None:
-        from dataselect.models import load_causal_lm, load_tokenizer
-
-        setup_torch(n_threads)
-        self.tokenizer = load_tokenizer(model)
-        self.model = load_causal_lm(model, device, to_torch_dtype(dtype))
-        self.max_length, self.batch_size = max_length, batch_size
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = lm_scores(text_list(batch), self.tokenizer, self.model,
-                        max_length=self.max_length, batch_size=self.batch_size)
-        return {"id": np.asarray(batch["id"], dtype=np.int64), **out}
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return lm_scores(texts, self.tokenizer, self.model,
+                    max_length=self.max_length, batch_size=self.batch_size)
 
 
 def _check(values: dict[str, np.ndarray]) -> str | None:

@@ -25,10 +25,8 @@ import numpy as np
 from dataselect.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
+    ModelBatch,
     length_batches,
-    setup_torch,
-    text_list,
-    to_torch_dtype,
     torch_dtype_name,
 )
 
@@ -107,26 +105,15 @@ def pseudo_log_likelihoods(
     return {"pseudo_perplexity": np.exp(mean_nll), "mlm_mean_nll": mean_nll, "mlm_token_count": counts}
 
 
-class PseudoPerplexityBatch:
+class PseudoPerplexityBatch(ModelBatch):
     """Ray Data UDF: MLM loaded once per actor; returns ``id`` + :data:`COLUMNS`."""
 
     VERSION = 1
+    loader = "load_masked_lm"
 
-    def __init__(
-        self, *, model: str, max_length: int = 128, batch_size: int = 64, device: str = "cpu",
-        dtype: str = "float32", n_threads: int | None = None,
-    ) -> None:
-        from dataselect.models import load_masked_lm, load_tokenizer
-
-        setup_torch(n_threads)
-        self.tokenizer = load_tokenizer(model)
-        self.model = load_masked_lm(model, device, to_torch_dtype(dtype))
-        self.max_length, self.batch_size = max_length, batch_size
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = pseudo_log_likelihoods(text_list(batch), self.tokenizer, self.model,
-                                     max_length=self.max_length, batch_size=self.batch_size)
-        return {"id": np.asarray(batch["id"], dtype=np.int64), **out}
+    def score(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return pseudo_log_likelihoods(texts, self.tokenizer, self.model,
+                    max_length=self.max_length, batch_size=self.batch_size)
 
 
 def _check(values: dict[str, np.ndarray]) -> str | None:

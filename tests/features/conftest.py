@@ -28,26 +28,25 @@ def sample(sst2_train: pd.DataFrame) -> pd.DataFrame:
     return sst2_train.iloc[::10].reset_index(drop=True)
 
 
+def _tiny_lm(factory: pytest.TempPathFactory, texts: list[str], kind: str) -> str:
+    from dataselect.standin import build_tiny_lm, train_tokenizer
+
+    out = factory.mktemp(f"tiny-{kind}")
+    tok = train_tokenizer(texts, vocab_size=512, kind=kind)
+    build_tiny_lm(tok, out, kind=kind, hidden_size=32, num_layers=2, seed=0)
+    return str(out)
+
+
 @pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory: pytest.TempPathFactory, sst2_train: pd.DataFrame) -> str:
     """A random 2-layer, 32-wide Qwen3ForCausalLM with a BPE tokenizer trained on SST-2."""
-    from dataselect.standin import build_tiny_lm, train_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-qwen3")
-    tok = train_tokenizer(sst2_train["text"].tolist(), vocab_size=512, kind="qwen3")
-    build_tiny_lm(tok, out, kind="qwen3", hidden_size=32, num_layers=2, seed=0)
-    return str(out)
+    return _tiny_lm(tmp_path_factory, sst2_train["text"].tolist(), "qwen3")
 
 
 @pytest.fixture(scope="session")
 def tiny_mlm(tmp_path_factory: pytest.TempPathFactory, sst2_train: pd.DataFrame) -> str:
     """A random 2-layer, 32-wide ModernBertForMaskedLM with its BPE tokenizer."""
-    from dataselect.standin import build_tiny_lm, train_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-modernbert")
-    tok = train_tokenizer(sst2_train["text"].tolist(), vocab_size=512, kind="modernbert")
-    build_tiny_lm(tok, out, kind="modernbert", hidden_size=32, num_layers=2, seed=0)
-    return str(out)
+    return _tiny_lm(tmp_path_factory, sst2_train["text"].tolist(), "modernbert")
 
 
 @pytest.fixture(scope="session")
