@@ -327,24 +327,14 @@ def finetune(
     pred = predict(model, tokenizer, eval_df["text"].tolist(), batch_size=cfg.eval_batch_size,
                    max_length=cfg.max_length, device=device, bf16=bf16)
     eval_s = time.perf_counter() - t1
-    y = eval_df["label"].to_numpy(np.int64)
-    metrics = classification_metrics(y, pred, num_labels)
-    result: dict[str, Any] = {
-        "mode": "finetune",
-        "model": cfg.model,
-        "seed": seed,
-        **metrics,
-        **summary,
-        "n_eval": len(eval_df),
-        "pred_counts": np.bincount(pred, minlength=num_labels).tolist(),
-        "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
-        "steps": step,
-        "train_seconds": train_s,
-        "eval_seconds": eval_s,
-        "train_examples_per_second": seen / train_s if train_s > 0 else float("nan"),
-        "device": device,
-        "bf16": bf16,
-    }
+    metrics = classification_metrics(eval_df["label"].to_numpy(np.int64), pred, num_labels)
+    result = _result(
+        "finetune", cfg.model, seed, metrics, summary, pred, num_labels,
+        train_loss=float(np.mean(epoch_losses)) if epoch_losses else float("nan"), steps=step,
+        train_seconds=train_s, eval_seconds=eval_s,
+        train_examples_per_second=seen / train_s if train_s > 0 else float("nan"),
+        device=device, bf16=bf16,
+    )
     board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, step)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
@@ -355,6 +345,13 @@ def finetune(
              metrics["accuracy"], metrics["macro_f1"], train_s, result["train_examples_per_second"])
     del model, opt
     return result
+
+
+def _result(mode: str, model: str, seed: int, metrics: dict[str, Any], summary: dict[str, Any],
+            pred: np.ndarray, num_labels: int, **extra: Any) -> dict[str, Any]:
+    """The result dict both trainers return: metrics, subset summary, predictions, timings."""
+    return {"mode": mode, "model": model, "seed": seed, **metrics, **summary, "n_eval": len(pred),
+            "pred_counts": np.bincount(pred, minlength=num_labels).tolist(), **extra}
 
 
 def _hparams(cfg: TrainerConfig, seed: int, n_train: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -462,20 +459,10 @@ def probe(
     pred = np.asarray(head.predict(xe), dtype=np.int64)
     eval_s = time.perf_counter() - t1
     metrics = classification_metrics(ye, pred, k)
-    result: dict[str, Any] = {
-        "mode": "probe",
-        "model": cfg.probe,
-        "seed": seed,
-        **metrics,
-        **summary,
-        "n_eval": len(xe),
-        "pred_counts": np.bincount(pred, minlength=k).tolist(),
-        "train_loss": losses[-1] if losses else float("nan"),
-        "steps": len(losses),
-        "train_seconds": train_s,
-        "eval_seconds": eval_s,
-        "degenerate": len(present) < 2,
-        "converged": converged,
-    }
+    result = _result(
+        "probe", cfg.probe, seed, metrics, summary, pred, k,
+        train_loss=losses[-1] if losses else float("nan"), steps=len(losses),
+        train_seconds=train_s, eval_seconds=eval_s, degenerate=len(present) < 2, converged=converged,
+    )
     board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, max(len(losses) - 1, 0))
     return result
