@@ -85,6 +85,8 @@ class FeaturesConfig(_Section):
     perplexity_batch_size: Annotated[int, Field(gt=0)] = 16
     mlm_model: str | None = None
     """Encoder with an MLM head for pseudo-perplexity (None: skip the feature)."""
+    mlm_batch_size: Annotated[int, Field(gt=0)] = 256
+    """Masked copies per forward pass (a text of n tokens is n copies)."""
     text_metrics: bool = True
     num_actors: Annotated[int, Field(gt=0)] = 1
     shard_size: Annotated[int, Field(gt=0)] = 8192

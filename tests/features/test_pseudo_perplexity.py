@@ -48,3 +48,24 @@ def test_udf_carries_ids(tiny_mlm, sample):
     np.testing.assert_array_equal(out["id"], ids)
     np.testing.assert_allclose(out["pseudo_perplexity"], _naive(list(sample["text"][:4][::-1]), udf.tokenizer, udf.model),
                                rtol=1e-4)
+
+
+def test_masked_position_head_matches_full_forward(tiny_mlm, sample, monkeypatch):
+    """Scoring only the masked position gives the full forward's numbers (ModernBERT and BERT layouts)."""
+    import transformers
+
+    from dataselect.features import pseudo_perplexity as pp
+
+    tok = load_tokenizer(tiny_mlm)
+    torch.manual_seed(0)
+    bert = transformers.BertForMaskedLM(transformers.BertConfig(
+        vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, pad_token_id=tok.pad_token_id)).eval()
+    texts = sample["text"].tolist()[:5]
+    for model in (load_masked_lm(tiny_mlm, "cpu"), bert):
+        assert pp.masked_position_head(model) is not None
+        fast = pseudo_log_likelihoods(texts, tok, model, batch_size=8)
+        with monkeypatch.context() as m:
+            m.setattr(pp, "masked_position_head", lambda _model: None)
+            full = pseudo_log_likelihoods(texts, tok, model, batch_size=8)
+        np.testing.assert_allclose(fast["mlm_mean_nll"], full["mlm_mean_nll"], rtol=1e-5)
