@@ -40,9 +40,9 @@ def test_cleanlab_recovers_flipped_labels(noisy):
     sel = get_selector("cleanlab", **FAST)
     flagged, quality = sel.label_issues(feats, seed=0)
     precision, recall = _precision_recall(flagged, flip)
-    # Measured (seed 0): ~560 flagged, precision 0.20, recall 0.75; chance precision is 0.05.
+    # Measured: 525 flagged, precision 0.21, recall 0.73; chance precision is 0.05.
     assert precision > 0.14 and recall > 0.6, (precision, recall)
-    # The quality score ranks flipped rows low: AUC well above 0.5 (measured ~0.85).
+    # The quality score ranks flipped rows low: AUC well above 0.5 (measured 0.87).
     order = np.argsort(quality)
     ranks = np.empty(len(order))
     ranks[order] = np.arange(len(order))
@@ -65,9 +65,15 @@ def test_self_filter_recovers_flipped_labels(noisy):
     sel = get_selector("self_filter", **FAST).select(feats, n - N_FLIP, seed=0)
     dropped = np.ones(n, dtype=bool)
     dropped[sel.indices] = False
-    precision, recall = _precision_recall(dropped, flip)
-    # Measured (seed 0): precision = recall = 0.45 at 150 dropped; chance is 0.05.
-    assert precision > 0.3, precision
+    precision, _ = _precision_recall(dropped, flip)
+    # Measured: precision = recall = 0.39 at 150 dropped; chance is 0.05.
+    assert precision > 0.28, precision
+    wider = get_selector("self_filter", **FAST).select(feats, n - 2 * N_FLIP, seed=0)
+    dropped2 = np.ones(n, dtype=bool)
+    dropped2[wider.indices] = False
+    precision2, recall2 = _precision_recall(dropped2, flip)
+    # Measured at 300 dropped: precision 0.30, recall 0.60.
+    assert precision2 > 0.2 and recall2 > 0.45, (precision2, recall2)
     assert np.all(np.diff(sel.scores) <= 0)  # most confident first
     assert 0 < sel.info["oof_accuracy"] < 1
 
