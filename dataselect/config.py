@@ -88,6 +88,15 @@ class FeaturesConfig(_Section):
     mlm_batch_size: Annotated[int, Field(gt=0)] = 256
     """Masked copies per forward pass (a text of n tokens is n copies)."""
     text_metrics: bool = True
+    llm_judge: bool = False
+    """LM-judge flags (``judge_ambiguous``, ``judge_sarcastic``) for the ``llm_judge`` selector."""
+    judge_model: str | None = None
+    """Causal LM for ``llm_judge`` (None: ``perplexity_model``)."""
+    consistency_variants: Annotated[int, Field(ge=0, le=64)] = 0
+    """EDA perturbations per row, embedded for the ``consistency`` selector (0: off)."""
+    consistency_alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.1
+    """EDA's alpha: share of words each perturbation touches (Wei & Zou 2019 use 0.05-0.1 on large sets)."""
+    consistency_seed: Annotated[int, Field(ge=0)] = 0
     num_actors: Annotated[int, Field(gt=0)] = 1
     shard_size: Annotated[int, Field(gt=0)] = 8192
     """Rows per parquet shard: the unit of caching and of resume."""
@@ -97,6 +106,18 @@ class FeaturesConfig(_Section):
     @classmethod
     def _causal_standin(cls, v: str | None) -> str | None:
         return _check_standin(v, {"qwen3"})
+
+    @field_validator("judge_model")
+    @classmethod
+    def _judge_standin(cls, v: str | None) -> str | None:
+        return _check_standin(v, {"qwen3"})
+
+    @model_validator(mode="after")
+    def _judge_has_model(self) -> FeaturesConfig:
+        if self.llm_judge and self.judge_model is None and self.perplexity_model is None:
+            raise ValueError("llm_judge: true needs judge_model or "
+                             "perplexity_model; both are None")
+        return self
 
     @field_validator("mlm_model")
     @classmethod
@@ -312,11 +333,34 @@ def _check_selectors(cfg: StudyConfig) -> None:
         if spec.name not in known:
             raise ConfigError(f"selectors[{i}].name: unknown selector {spec.name!r}; known: {sorted(known)}")
         try:
-            get_selector(spec.name, **spec.params)
+            selector = get_selector(spec.name, **spec.params)
         except TypeError as err:
             raise ConfigError(f"selectors[{i}].params: {err}") from None
         except ValueError as err:
             raise ConfigError(f"selectors[{i}].params: {err}") from None
+        _check_families(cfg.features, i, spec.name, selector.required())
+
+
+def _check_families(feats: FeaturesConfig, i: int, name: str, columns: tuple[str, ...]) -> None:
+    """A selector reading an opt-in feature family needs that family switched on.
+
+    Checked here, at load, rather than switched on silently in the pipeline:
+    these families cost model inference over the whole pool, and the config
+    should say so.
+    """
+    needs = [
+        (lambda c: c.startswith("judge_"), feats.llm_judge, "features.llm_judge", "true"),
+        (lambda c: c == "eda_embedding", feats.consistency_variants > 0,
+         "features.consistency_variants", "> 0"),
+        (lambda c: c in ("pseudo_perplexity", "mlm_mean_nll"), feats.mlm_model is not None,
+         "features.mlm_model", "a masked-LM reference"),
+    ]
+    for col in columns:
+        for matches, enabled, field, want in needs:
+            if matches(col) and not enabled:
+                got = getattr(feats, field.split(".")[1])
+                raise ConfigError(f"selectors[{i}] ({name!r}) reads feature {col!r}: set {field} "
+                                  f"to {want}; got {got!r}")
 
 
 def looks_like_hub_id(ref: str) -> bool:

@@ -43,6 +43,7 @@ def resolve_standins(cfg: StudyConfig, ds: TextDataset) -> StudyConfig:
         "encoder": resolve(cfg.features.encoder),
         "perplexity_model": resolve(cfg.features.perplexity_model),
         "mlm_model": resolve(cfg.features.mlm_model),
+        "judge_model": resolve(cfg.features.judge_model),
     })
     trainer = cfg.trainer.model_copy(update={"model": resolve(cfg.trainer.model)})
     return cfg.model_copy(update={"features": feats, "trainer": trainer})
@@ -56,6 +57,7 @@ def build_standins(cfg: StudyConfig) -> dict[str, str]:
         (cfg.features.encoder, resolved.features.encoder),
         (cfg.features.perplexity_model, resolved.features.perplexity_model),
         (cfg.features.mlm_model, resolved.features.mlm_model),
+        (cfg.features.judge_model, resolved.features.judge_model),
         (cfg.trainer.model, resolved.trainer.model),
     ]
     return {a: b for a, b in pairs if a and b and a != b}

@@ -25,7 +25,9 @@ import pandas as pd
 from dataselect.config import FeaturesConfig
 from dataselect.errors import DataError, ModelError, UserError
 from dataselect.features import (
+    eda,
     embeddings,
+    judge,
     perplexity,
     pseudo_perplexity,
     text_metrics,
@@ -49,6 +51,8 @@ FAMILIES: dict[str, Callable[..., FamilySpec]] = {
     "pseudo_perplexity": pseudo_perplexity.family_spec,
     "text_metrics": text_metrics.family_spec,
     "subword_ratio": tokenizer_stats.family_spec,
+    "llm_judge": judge.family_spec,
+    "consistency": eda.family_spec,
 }
 """Family name -> spec builder, in computation order."""
 
@@ -58,6 +62,8 @@ FAMILY_CHECKS: dict[str, Callable[[dict[str, np.ndarray]], str | None]] = {
     "pseudo_perplexity": pseudo_perplexity._check,
     "text_metrics": text_metrics.no_nan(text_metrics.COLUMNS),
     "subword_ratio": tokenizer_stats.no_nan(tokenizer_stats.COLUMNS),
+    "llm_judge": judge.no_nan(judge.COLUMNS),
+    "consistency": eda.no_nan(eda.COLUMNS),
 }
 
 Engine = Literal["ray", "local"]
@@ -72,6 +78,10 @@ def default_families(cfg: FeaturesConfig) -> set[str]:
         out.add("pseudo_perplexity")
     if cfg.text_metrics:
         out.add("text_metrics")
+    if cfg.llm_judge:
+        out.add("llm_judge")
+    if cfg.consistency_variants > 0:
+        out.add("consistency")
     return out
 
 
@@ -86,6 +96,11 @@ def _resolve_which(which: Iterable[str] | None, cfg: FeaturesConfig) -> list[str
             raise UserError("compute_features.which: 'perplexity' needs features.perplexity_model; got None")
         if "pseudo_perplexity" in names and cfg.mlm_model is None:
             raise UserError("compute_features.which: 'pseudo_perplexity' needs features.mlm_model; got None")
+        if "llm_judge" in names and judge.judge_model(cfg) is None:
+            raise UserError("compute_features.which: 'llm_judge' needs features.judge_model or "
+                            "features.perplexity_model; both are None")
+        if "consistency" in names and cfg.consistency_variants == 0:
+            raise UserError("compute_features.which: 'consistency' needs features.consistency_variants > 0; got 0")
     return [n for n in FAMILIES if n in names]
 
 
@@ -131,7 +146,8 @@ def compute_features(
         Feature store root, conventionally ``<study_dir>/features``.
     which : set of str, optional
         Families to compute, from ``embedding``, ``perplexity``,
-        ``pseudo_perplexity``, ``text_metrics``, ``subword_ratio``; None: all
+        ``pseudo_perplexity``, ``text_metrics``, ``subword_ratio``, ``llm_judge``,
+        ``consistency``; None: all
         that ``cfg`` enables (:func:`default_families`).
     progress : bool, default=True
         Show Ray Data's progress bars and a tqdm bar over shards.
@@ -147,7 +163,8 @@ def compute_features(
         and the families' columns (``embedding`` (n, d) float32,
         ``embedding_norm``, ``perplexity``, ``lm_mean_nll``,
         ``lm_token_count``, ``pseudo_perplexity``, ``mlm_mean_nll``,
-        ``mlm_token_count``, text metrics, ``subword_ratio``).
+        ``mlm_token_count``, text metrics, ``subword_ratio``, ``judge_*``,
+        ``eda_embedding`` (n, v * d) float32).
 
     Raises
     ------
@@ -326,6 +343,8 @@ def _finish_shard(parts: list[dict[str, np.ndarray]], ids: np.ndarray, spec: Fam
     v = {c: a[order] for c, a in v.items()}
     if not np.array_equal(v["id"], ids):
         raise RuntimeError(f"features {spec.name}: UDF returned ids that do not match the shard's")
+    if "eda_embedding" in v:
+        v["eda_embedding"] = v["eda_embedding"].astype(np.float32)
     if "embedding" in v:
         v["embedding"] = v["embedding"].astype(np.float32)
         if "embedding_norm" in v:

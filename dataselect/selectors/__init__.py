@@ -5,10 +5,15 @@ Importing this package fills the registry; each module holds one family.
 
 from dataselect.selectors import (  # noqa: F401  (importing fills the registry)
     baselines,
+    confident,
+    consistency,
     herding,
+    judge,
     kcenter,
     kmeans,
     perplexity,
+    selffilter,
+    uncertainty,
 )
 from dataselect.selectors.base import (
     FeatureError,

@@ -11,7 +11,7 @@ from dataselect.errors import DataError
 from dataselect.selectors.base import Selection, Selector, check, is_real
 from dataselect.selectors.registry import register
 
-__all__ = ["InsufficientRowsError", "PerplexityFilter"]
+__all__ = ["InsufficientRowsError", "PerplexityFilter", "PseudoPerplexityFilter"]
 
 
 class InsufficientRowsError(DataError):
@@ -61,6 +61,8 @@ class PerplexityFilter(Selector):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("perplexity",)
+    column: ClassVar[str] = "perplexity"
+    """The score column the band is drawn on (subclasses swap it)."""
     p_low: float = 0.1
     p_high: float = 0.9
     rank_by: str | None = None
@@ -87,19 +89,19 @@ class PerplexityFilter(Selector):
         return self.rank_by is None
 
     def required(self) -> tuple[str, ...]:
-        if self.rank_by is None or self.rank_by == "perplexity":
+        if self.rank_by is None or self.rank_by == self.column:
             return self.requires
         return (*self.requires, self.rank_by)
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
-        ppl = features["perplexity"]
+        ppl = features[self.column]
         lo, hi = np.quantile(ppl, [self.p_low, self.p_high])
         band = np.flatnonzero((ppl >= lo) & (ppl <= hi))
         if len(band) < budget:
             raise InsufficientRowsError(
-                f"{type(self).__name__}: only {len(band)} of {n} rows have perplexity in "
+                f"{type(self).__name__}: only {len(band)} of {n} rows have {self.column} in "
                 f"quantiles [p_low={self.p_low}, p_high={self.p_high}] = [{lo:.4g}, {hi:.4g}], "
                 f"fewer than budget={budget}; widen the band or lower the budget"
             )
@@ -111,3 +113,25 @@ class PerplexityFilter(Selector):
         order = np.lexsort((band, -key if self.descending else key))
         picks = band[order[:budget]]
         return Selection(picks, features[self.rank_by][picks], info)
+
+
+@register("pseudo_perplexity")
+@dataclass(frozen=True)
+class PseudoPerplexityFilter(PerplexityFilter):
+    """:class:`PerplexityFilter` on the masked-LM ``pseudo_perplexity`` column.
+
+    Same band, sampling and ranking (parameters, errors and ``info`` as
+    there, with ``features["pseudo_perplexity"]`` in place of
+    ``perplexity``). Pseudo-perplexity scores each token given *both* sides
+    [1]_, so it reads a sentence the way the bidirectional encoders that
+    get fine-tuned here do, where a causal LM's perplexity sees only the
+    left context. Needs ``features.mlm_model``.
+
+    References
+    ----------
+    .. [1] J. Salazar, D. Liang, T. Q. Nguyen, K. Kirchhoff, "Masked Language
+       Model Scoring", ACL 2020.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("pseudo_perplexity",)
+    column: ClassVar[str] = "pseudo_perplexity"

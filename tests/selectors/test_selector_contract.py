@@ -21,13 +21,19 @@ from dataselect.selectors import (
     get_selector,
 )
 
-ALL = ["full", "herding", "kcenter", "kmeans", "perplexity", "random"]
+ALL = ["cleanlab", "consistency", "entropy", "full", "herding", "kcenter", "kmeans", "llm_judge",
+       "perplexity", "pseudo_perplexity", "random", "self_filter", "wordpiece_ratio"]
 
 
 def _toy(n=50, d=4, seed=0):
     rng = np.random.default_rng(seed)
-    return {"embedding": rng.normal(size=(n, d)).astype(np.float32),
-            "label": rng.integers(0, 2, n), "perplexity": rng.lognormal(size=n)}
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    # Learnable labels and near-copies as EDA variants: the quality filters keep most rows.
+    return {"embedding": x, "label": (x[:, 0] > 0).astype(np.int64),
+            "perplexity": rng.lognormal(size=n), "pseudo_perplexity": rng.lognormal(size=n),
+            "subword_ratio": 1 + rng.random(n),
+            "judge_ambiguous": rng.normal(-3, 1, n), "judge_sarcastic": rng.normal(-3, 1, n),
+            "eda_embedding": np.tile(x, 4) + rng.normal(scale=0.01, size=(n, 4 * d)).astype(np.float32)}
 
 
 def _params(name):
@@ -39,7 +45,7 @@ def test_registry_lists_every_selector():
 
 
 def test_unknown_name_lists_known_names():
-    with pytest.raises(UnknownSelectorError, match=r"unknown selector 'kcentre'; known: \['full'"):
+    with pytest.raises(UnknownSelectorError, match=r"unknown selector 'kcentre'; known: \['cleanlab', "):
         get_selector("kcentre")
     with pytest.raises(KeyError):  # also a KeyError, for mapping-style callers
         get_selector("nope")

@@ -1,0 +1,180 @@
+"""Score-and-keep selectors: predictive entropy and subword fertility.
+
+Both compute one number per row and keep the rows with the highest values,
+the lowest, or those inside a quantile band (:func:`keep_by_score`, shared
+with ``self_filter``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from dataselect.selectors.base import Selection, Selector, check, is_real
+from dataselect.selectors.crossfit import check_head_params, crossfit_proba, encode_labels
+from dataselect.selectors.perplexity import InsufficientRowsError
+from dataselect.selectors.registry import register
+
+__all__ = ["Entropy", "WordpieceRatio", "check_keep", "keep_by_score", "predictive_entropy"]
+
+KEEP_MODES = ("high", "low", "band")
+
+
+def check_keep(owner: str, keep: str, q_low: float, q_high: float) -> None:
+    """Validate the ``keep`` / ``q_low`` / ``q_high`` trio."""
+    check(owner, "keep", keep, keep in KEEP_MODES, f"one of {list(KEEP_MODES)}")
+    check(owner, "q_low", q_low, is_real(q_low) and 0 <= q_low < 1, "a number in [0, 1)")
+    check(owner, "q_high", q_high, is_real(q_high) and 0 < q_high <= 1, "a number in (0, 1]")
+    check(owner, "q_high", q_high, q_high > q_low, f"greater than q_low={q_low!r}")
+
+
+def keep_by_score(
+    owner: str, value: np.ndarray, budget: int, rng: np.random.Generator,
+    keep: str, q_low: float, q_high: float,
+) -> Selection:
+    """Choose ``budget`` rows by ``value`` (n,); inputs are trusted.
+
+    ``high``: the largest values, in descending order (ties to the lower
+    row); ``low``: the smallest, ascending; ``band``: uniformly at random
+    among rows whose value lies in the ``[q_low, q_high]`` quantile band
+    (both ends inclusive), an error when the band holds fewer than
+    ``budget`` rows.
+
+    ``scores`` follow the pipeline convention, higher = more preferred:
+    ``value`` for ``high``, ``-value`` for ``low``, and for ``band`` minus the
+    distance of the row's quantile rank from the band centre.
+    """
+    n = len(value)
+    if keep == "high":
+        picks = np.lexsort((np.arange(n), -value))[:budget]
+        return Selection(picks, value[picks], {"keep": keep})
+    if keep == "low":
+        picks = np.lexsort((np.arange(n), value))[:budget]
+        return Selection(picks, -value[picks], {"keep": keep})
+    lo, hi = np.quantile(value, [q_low, q_high])
+    band = np.flatnonzero((value >= lo) & (value <= hi))
+    if len(band) < budget:
+        raise InsufficientRowsError(
+            f"{owner}: only {len(band)} of {n} rows lie in quantiles [q_low={q_low}, q_high={q_high}] "
+            f"= [{lo:.4g}, {hi:.4g}], fewer than budget={budget}; widen the band or lower the budget"
+        )
+    picks = rng.choice(band, size=budget, replace=False)
+    rank = (np.argsort(np.argsort(value, kind="stable"), kind="stable") + 0.5) / n
+    return Selection(picks, -np.abs(rank[picks] - (q_low + q_high) / 2),
+                     {"keep": keep, "value_low": float(lo), "value_high": float(hi),
+                      "n_in_band": int(len(band))})
+
+
+def predictive_entropy(proba: np.ndarray) -> np.ndarray:
+    """``H(p) = -sum_k p_k log p_k`` per row of ``proba`` (n, K), in nats (0 log 0 = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(proba > 0, proba * np.log(proba), 0.0)
+    return -terms.sum(axis=1)
+
+
+@register("entropy")
+@dataclass(frozen=True)
+class Entropy(Selector):
+    """Keep rows by the predictive entropy of a cross-fitted head (uncertainty).
+
+    A logistic-regression head on ``embedding`` (n, d) is cross-fitted over
+    ``n_folds`` folds (:func:`~dataselect.selectors.crossfit.crossfit_proba`);
+    row i's entropy ``H = -sum_k p_ik log p_ik`` (nats) comes from the head
+    that did not see it. High entropy marks rows near the decision boundary:
+    the rows uncertainty sampling queries first [1]_ [2]_; low entropy marks
+    easy, redundant rows.
+
+    Parameters
+    ----------
+    keep : {"high", "low", "band"}, default="high"
+        Largest entropies, smallest, or random within the quantile band.
+    q_low, q_high : float, default=0.0, 1.0
+        Quantile band for ``keep="band"`` (ignored otherwise).
+    n_folds : int, default=5
+    C : float, default=1.0
+        Cross-fitting folds and inverse L2 strength of the head.
+
+    Notes
+    -----
+    ``scores``: entropy for ``high``, minus entropy for ``low`` (higher =
+    more preferred), see :func:`keep_by_score`. The folds depend on the seed.
+    Entropy is symmetric in the classes, so the label only shapes the head.
+
+    References
+    ----------
+    .. [1] D. D. Lewis, W. A. Gale, "A Sequential Algorithm for Training
+       Text Classifiers", SIGIR 1994 (uncertainty sampling).
+    .. [2] B. Settles, "Active Learning Literature Survey", Univ. of
+       Wisconsin-Madison CS Tech. Report 1648, 2009, Sec. 3.1 (entropy).
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("embedding", "label")
+    keep: str = "high"
+    q_low: float = 0.0
+    q_high: float = 1.0
+    n_folds: int = 5
+    C: float = 1.0  # noqa: N815 - scikit-learn's name
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_keep(owner, self.keep, self.q_low, self.q_high)
+        check_head_params(owner, self.n_folds, self.C)
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        owner = type(self).__name__
+        classes, y = encode_labels(owner, features["label"], self.n_folds)
+        # Folds from the selector's generator: one seed fixes folds and band picks.
+        fold_seed = int(rng.integers(2**31 - 1))
+        proba, _ = crossfit_proba(features["embedding"], y, n_folds=self.n_folds, seed=fold_seed,
+                                  C=self.C, n_classes=len(classes))
+        h = predictive_entropy(proba)
+        sel = keep_by_score(owner, h, budget, rng, self.keep, self.q_low, self.q_high)
+        return Selection(sel.indices, sel.scores,
+                         {**sel.info, "mean_entropy": float(h.mean()),
+                          "oof_accuracy": float((proba.argmax(1) == y).mean())})
+
+
+@register("wordpiece_ratio")
+@dataclass(frozen=True)
+class WordpieceRatio(Selector):
+    """Keep rows by subword tokens per word (``subword_ratio``), a rarity signal.
+
+    Rare words, names, typos and foreign words split into several subword
+    pieces, so a high ratio marks unusual text (tokenizer "fertility", Rust et
+    al., ACL 2021); a low ratio marks plain, frequent vocabulary. The feature
+    comes from :mod:`dataselect.features.tokenizer_stats` (always computed).
+
+    Parameters
+    ----------
+    keep : {"high", "low", "band"}, default="band"
+        Largest ratios, smallest, or random within the quantile band.
+    q_low, q_high : float, default=0.1, 0.9
+        Quantile band for ``keep="band"`` (ignored otherwise).
+
+    Notes
+    -----
+    ``scores`` as in :func:`keep_by_score` (higher = more preferred). With
+    ``keep`` high/low the picks ignore the seed.
+    """
+
+    requires: ClassVar[tuple[str, ...]] = ("subword_ratio",)
+    keep: str = "band"
+    q_low: float = 0.1
+    q_high: float = 0.9
+
+    def __post_init__(self) -> None:
+        check_keep(type(self).__name__, self.keep, self.q_low, self.q_high)
+
+    @property
+    def seeded(self) -> bool:  # type: ignore[override]
+        return self.keep == "band"
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        return keep_by_score(type(self).__name__, features["subword_ratio"], budget, rng,
+                             self.keep, self.q_low, self.q_high)
