@@ -99,6 +99,24 @@ def test_crossfit_is_out_of_fold_and_deterministic(sst2_features):
         encode_labels("T", np.zeros(20), 5)
 
 
+def test_crossfit_memo_reuses_only_identical_inputs(sst2_features, monkeypatch):
+    from dataselect.selectors import crossfit
+
+    monkeypatch.setattr(crossfit, "_MEMO", {})
+    calls = []
+    real = crossfit._crossfit
+    monkeypatch.setattr(crossfit, "_crossfit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    x, (_, y) = sst2_features["embedding"][:300], encode_labels("T", sst2_features["label"][:300], 5)
+    a, _ = crossfit_proba(x, y, seed=1)
+    b, _ = crossfit_proba(x.copy(), y.copy(), seed=1)  # equal content, other buffers: a hit
+    assert len(calls) == 1 and b is a and not a.flags.writeable
+    crossfit_proba(x, y, seed=2)
+    x2 = x.copy()
+    x2[0, 0] += 1e-3
+    c, _ = crossfit_proba(x2, y, seed=1)
+    assert len(calls) == 3 and not np.array_equal(a[0], c[0])
+
+
 def test_entropy_matches_its_formula_and_keeps_high_low_band(sst2_features):
     p = np.array([[0.5, 0.5], [1.0, 0.0], [0.9, 0.1], [0.2, 0.3 + 0.5]])
     want = [np.log(2), 0.0, -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)), -(0.2 * np.log(0.2) + 0.8 * np.log(0.8))]
