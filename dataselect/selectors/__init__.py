@@ -5,7 +5,10 @@ Importing this package fills the registry; each module holds one family.
 
 from dataselect.selectors import (  # noqa: F401  (importing fills the registry)
     baselines,
+    diversity,
     herding,
+    hybrid,
+    importance,
     kcenter,
     kmeans,
     perplexity,
