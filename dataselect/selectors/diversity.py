@@ -138,16 +138,20 @@ def joint_space(
         x = x / norm
     if weight == 0:
         return x
-    total_var = float(x.var(axis=0, dtype=np.float64).sum())
-    e = x / np.sqrt(total_var) if total_var > 0 else np.zeros_like(x)
+    # sum_j var_j = mean ||x||^2 - ||mean x||^2, without an (n, d) float64 temporary.
+    mean = x.mean(axis=0, dtype=np.float64)
+    total_var = float(np.einsum("ij,ij->i", x, x, dtype=np.float64).mean() - mean @ mean)
+    scale = np.sqrt(1 - weight) / np.sqrt(total_var) if total_var > 0 else 0.0
     cols = []
     for col in lexical:
         q = (rankdata(col, method="average") - 0.5) / len(col)
         sd = q.std()
         cols.append((q - q.mean()) / sd if sd > 0 else np.zeros_like(q))
-    lex = np.stack(cols, axis=1) / np.sqrt(len(cols))
-    return np.hstack([np.sqrt(1 - weight) * e, np.sqrt(weight) * lex.astype(x.dtype)]).astype(
-        x.dtype)
+    lex = np.stack(cols, axis=1) * np.sqrt(weight / len(cols))
+    out = np.empty((len(x), x.shape[1] + len(cols)), dtype=x.dtype)
+    np.multiply(x, scale, out=out[:, : x.shape[1]], casting="same_kind")
+    out[:, x.shape[1] :] = lex
+    return out
 
 
 @register("stratified_coreset")
