@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 Params = dict[str, torch.Tensor]
+_BLOCK = 8192  # rows per block in standardize
 OnBatch = Callable[[int, np.ndarray, np.ndarray, torch.Tensor], None]
 """``on_batch(epoch, rows, correct, probs)``: rows of the minibatch (pool
 positions), whether the head predicted each correctly and its softmax
@@ -64,10 +65,18 @@ def standardize(x: np.ndarray) -> torch.Tensor:
     Makes the head's optimisation and the gradient norms independent of the
     encoder's output scale.
     """
-    x64 = np.asarray(x, dtype=np.float64)
-    sd = x64.std(axis=0)
+    # Blocks of rows: float64 accuracy without (n, d) float64 temporaries.
+    n, d = x.shape
+    mean = x.mean(axis=0, dtype=np.float64)
+    var = np.zeros(d)
+    for lo in range(0, n, _BLOCK):
+        var += ((x[lo : lo + _BLOCK] - mean) ** 2).sum(axis=0)
+    sd = np.sqrt(var / n)
     sd[sd == 0] = 1.0
-    return torch.from_numpy(((x64 - x64.mean(axis=0)) / sd).astype(np.float32))
+    out = np.empty((n, d), dtype=np.float32)
+    for lo in range(0, n, _BLOCK):
+        out[lo : lo + _BLOCK] = (x[lo : lo + _BLOCK] - mean) / sd
+    return torch.from_numpy(out)
 
 
 def init_head(d: int, k: int, hidden: int, seed: int) -> Params:

@@ -48,8 +48,10 @@ __all__ = [
 
 _KEEP = ("highest", "lowest")
 # Rows per vmap chunk: per-sample gradients of the first layer are
-# chunk x hidden x d floats (512 x 128 x 384 x 4 B = 100 MB).
-_GRAD_CHUNK = 512
+# chunk x hidden x d floats (128 x 128 x 384 x 4 B = 25 MB). Measured on
+# 8192 SST-2 rows, one thread: 1.7 s CPU at 32-128 rows, 3.5 s at 512-2048
+# (fresh 100 MB+ buffers per chunk cost more than they save in calls).
+_GRAD_CHUNK = 128
 
 
 @dataclass(frozen=True)
