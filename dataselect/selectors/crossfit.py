@@ -21,6 +21,7 @@ import numpy as np
 
 from dataselect.errors import DataError
 from dataselect.selectors.base import check, is_int, is_real
+from dataselect.selectors.memo import memoized
 
 __all__ = ["check_head_params", "crossfit_proba", "encode_labels"]
 
@@ -102,41 +103,16 @@ def crossfit_proba(
     """
     from threadpoolctl import threadpool_limits
 
-    key = _memo_key(x, y, also, n_folds, seed, C, n_classes)
-    if key in _MEMO:
-        return _MEMO[key]
     # One BLAS/OpenMP thread: selections run as 1-CPU Ray tasks, and on a busy
     # 2-core machine two BLAS threads spin-wait (measured: 3000 x 384, 5 folds,
     # 50 s with 2 threads vs 3 s with 1 under load).
-    with threadpool_limits(limits=1):
-        out = _crossfit(x, y, n_folds=n_folds, seed=seed, C=C, n_classes=n_classes, also=also)
-    for arr in out:
-        if arr is not None:
-            arr.setflags(write=False)
-    _MEMO[key] = out
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.pop(next(iter(_MEMO)))
-    return out
+    def compute() -> tuple[np.ndarray, np.ndarray | None]:
+        with threadpool_limits(limits=1):
+            return _crossfit(x, y, n_folds=n_folds, seed=seed, C=C, n_classes=n_classes, also=also)
 
-
-_MEMO: dict[tuple, tuple[np.ndarray, np.ndarray | None]] = {}
-_MEMO_SIZE = 8
-"""Per-process cache of recent results. The grid asks for the same folds many
-times (cleanlab, self_filter and entropy at every fraction share a seed's
-folds) and a select-stage worker runs many cells: a hit costs one hash of the
-inputs (~0.1 s for all of SST-2) instead of five fits. Results are read-only."""
-
-
-def _memo_key(x: np.ndarray, y: np.ndarray, also: np.ndarray | None, *params: object) -> tuple:
-    import hashlib
-
-    def digest(a: np.ndarray | None) -> str | None:
-        if a is None:
-            return None
-        a = np.ascontiguousarray(a)
-        return hashlib.blake2b(a.view(np.uint8).reshape(-1), digest_size=16).hexdigest() + str(a.dtype) + str(a.shape)
-
-    return (digest(x), digest(y), digest(also), *map(repr, params))
+    # Cached per process (see dataselect.selectors.memo): the grid asks for the
+    # same seed's folds at every fraction and from several selectors.
+    return memoized("crossfit", (x, y, also), (n_folds, seed, C, n_classes), compute)
 
 
 def _crossfit(

@@ -34,6 +34,7 @@ from dataselect.selectors.dynamics import (
     torch_single_thread,
     train_head,
 )
+from dataselect.selectors.memo import memoized
 from dataselect.selectors.registry import register
 
 __all__ = [
@@ -156,12 +157,17 @@ class GraNd(_HeadScores):
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
-        x, y, k = self._prepare(features)
         seeds = rng.integers(0, 2**63 - 1, size=self.n_inits).tolist()
-        with torch_single_thread():
-            heads = [init_head(x.shape[1], k, self.hidden, s) if self.epochs == 0
-                     else self._train(x, y, k, s) for s in seeds]
-            scores = grand_scores(heads, x, y)
+
+        def compute() -> np.ndarray:
+            x, y, k = self._prepare(features)
+            with torch_single_thread():
+                heads = [init_head(x.shape[1], k, self.hidden, s) if self.epochs == 0
+                         else self._train(x, y, k, s) for s in seeds]
+                return grand_scores(heads, x, y)
+
+        scores = memoized("grand", (features["embedding"], features["label"]),
+                          (seeds, self.hidden, self.epochs, self.batch_size, self.lr), compute)
         return self._pick(scores, budget, np.arange(n),
                           {"n_inits": self.n_inits, "epochs": self.epochs})
 
@@ -235,12 +241,20 @@ class EL2N(_HeadScores):
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
-        x, y, k = self._prepare(features)
-        total = np.zeros(n)
-        with torch_single_thread():
-            for s in rng.integers(0, 2**63 - 1, size=self.n_runs).tolist():
-                total += el2n_scores(predict_proba(self._train(x, y, k, s), x), y)
-        return self._pick(total / self.n_runs, budget, np.arange(n),
+        seeds = rng.integers(0, 2**63 - 1, size=self.n_runs).tolist()
+
+        def compute() -> np.ndarray:
+            x, y, k = self._prepare(features)
+            total = np.zeros(n)
+            with torch_single_thread():
+                for s in seeds:
+                    total += el2n_scores(predict_proba(self._train(x, y, k, s), x), y)
+            return total / self.n_runs
+
+        # Budget- and keep-independent: el2n and el2n-easy at every fraction share it.
+        scores = memoized("el2n", (features["embedding"], features["label"]),
+                          (seeds, self.hidden, self.epochs, self.batch_size, self.lr), compute)
+        return self._pick(scores, budget, np.arange(n),
                           {"n_runs": self.n_runs, "epochs": self.epochs})
 
 

@@ -193,3 +193,22 @@ def test_importance_errors_are_one_line():
     one_class = {"embedding": np.ones((10, 3)), "label": np.zeros(10)}
     with pytest.raises(DataError, match=r"EL2N trains a classifier and needs >= 2 classes"):
         get_selector("el2n").select(one_class, 2, 0)
+
+
+def test_el2n_scores_are_shared_across_budget_and_keep(sst2_features, monkeypatch):
+    """The memo serves el2n at another budget or keep; a new seed or pool recomputes."""
+    from dataselect.selectors import importance, memo
+
+    monkeypatch.setattr(memo, "_CACHE", {})
+    calls = []
+    real = importance.el2n_scores
+    monkeypatch.setattr(importance, "el2n_scores", lambda *a: calls.append(1) or real(*a))
+    feats = {"embedding": sst2_features["embedding"][:400], "label": sst2_features["label"][:400]}
+    hard = get_selector("el2n", hidden=8, epochs=2, n_runs=1).select(feats, 40, 0)
+    easy = get_selector("el2n", hidden=8, epochs=2, n_runs=1, keep="lowest").select(feats, 80, 0)
+    assert len(calls) == 1
+    assert hard.scores.min() >= easy.scores.max()  # the same scores, opposite ends
+    get_selector("el2n", hidden=8, epochs=2, n_runs=1).select(feats, 40, 1)
+    flipped = {**feats, "label": 1 - feats["label"]}
+    get_selector("el2n", hidden=8, epochs=2, n_runs=1).select(flipped, 40, 0)
+    assert len(calls) == 3

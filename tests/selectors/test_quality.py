@@ -100,9 +100,9 @@ def test_crossfit_is_out_of_fold_and_deterministic(sst2_features):
 
 
 def test_crossfit_memo_reuses_only_identical_inputs(sst2_features, monkeypatch):
-    from dataselect.selectors import crossfit
+    from dataselect.selectors import crossfit, memo
 
-    monkeypatch.setattr(crossfit, "_MEMO", {})
+    monkeypatch.setattr(memo, "_CACHE", {})
     calls = []
     real = crossfit._crossfit
     monkeypatch.setattr(crossfit, "_crossfit", lambda *a, **k: calls.append(1) or real(*a, **k))
