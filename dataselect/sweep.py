@@ -235,11 +235,13 @@ def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
     _atomic_write_text(study / "study.json", json.dumps(meta, indent=2, default=str))
 
 
-def _wait_for_free_cpus(timeout_s: float = 15.0) -> None:
+def _wait_for_free_cpus(timeout_s: float = 60.0) -> None:
     """Give the feature stage's Ray Data actors a moment to release their CPUs.
 
     Tune sizes its first wave of trials by the CPUs free when it starts; actors
     still shutting down then squeeze the sweep onto fewer nodes than it could use.
+    Returns as soon as every CPU is free (at once on an idle cluster); the
+    timeout only bounds a cluster where something else holds CPUs.
     """
     import ray
 
