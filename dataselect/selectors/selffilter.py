@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from dataselect.selectors.base import Selection, Selector
-from dataselect.selectors.crossfit import check_head_params, crossfit_proba, encode_labels
 from dataselect.selectors.registry import register
-from dataselect.selectors.uncertainty import check_keep, keep_by_score
+from dataselect.selectors.uncertainty import CrossfitScore
 
 __all__ = ["SelfFilter"]
 
 
 @register("self_filter")
 @dataclass(frozen=True)
-class SelfFilter(Selector):
+class SelfFilter(CrossfitScore):
     """Rank rows by the out-of-fold probability of their own label.
 
     A logistic-regression head on ``embedding`` (n, d) is cross-fitted over
@@ -59,28 +56,6 @@ class SelfFilter(Selector):
        Estimating Uncertainty in Dataset Labels", JAIR 70, 2021.
     """
 
-    requires: ClassVar[tuple[str, ...]] = ("embedding", "label")
-    keep: str = "high"
-    q_low: float = 0.0
-    q_high: float = 1.0
-    n_folds: int = 5
-    C: float = 1.0  # noqa: N815 - scikit-learn's name
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        check_keep(owner, self.keep, self.q_low, self.q_high)
-        check_head_params(owner, self.n_folds, self.C)
-
-    def _select(
-        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
-    ) -> Selection:
-        owner = type(self).__name__
-        classes, y = encode_labels(owner, features["label"], self.n_folds)
-        fold_seed = int(rng.integers(2**31 - 1))
-        proba, _ = crossfit_proba(features["embedding"], y, n_folds=self.n_folds, seed=fold_seed,
-                                  C=self.C, n_classes=len(classes))
-        confidence = proba[np.arange(n), y]
-        sel = keep_by_score(owner, confidence, budget, rng, self.keep, self.q_low, self.q_high)
-        return Selection(sel.indices, sel.scores,
-                         {**sel.info, "mean_confidence": float(confidence.mean()),
-                          "oof_accuracy": float((proba.argmax(1) == y).mean())})
+    def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        confidence = proba[np.arange(len(y)), y]
+        return confidence, {"mean_confidence": float(confidence.mean())}

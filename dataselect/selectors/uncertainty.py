@@ -17,7 +17,7 @@ from dataselect.selectors.crossfit import check_head_params, crossfit_proba, enc
 from dataselect.selectors.perplexity import InsufficientRowsError
 from dataselect.selectors.registry import register
 
-__all__ = ["Entropy", "WordpieceRatio", "check_keep", "keep_by_score", "predictive_entropy"]
+__all__ = ["CrossfitScore", "Entropy", "WordpieceRatio", "check_keep", "keep_by_score", "predictive_entropy"]
 
 KEEP_MODES = ("high", "low", "band")
 
@@ -74,9 +74,46 @@ def predictive_entropy(proba: np.ndarray) -> np.ndarray:
     return -terms.sum(axis=1)
 
 
+@dataclass(frozen=True)
+class CrossfitScore(Selector):
+    """Base of the selectors that score each row from cross-fitted head
+    probabilities and keep by :func:`keep_by_score` (``entropy``,
+    ``self_filter``); subclasses define :meth:`_score`."""
+
+    requires: ClassVar[tuple[str, ...]] = ("embedding", "label")
+    keep: str = "high"
+    q_low: float = 0.0
+    q_high: float = 1.0
+    n_folds: int = 5
+    C: float = 1.0  # noqa: N815 - scikit-learn's name
+
+    def __post_init__(self) -> None:
+        owner = type(self).__name__
+        check_keep(owner, self.keep, self.q_low, self.q_high)
+        check_head_params(owner, self.n_folds, self.C)
+
+    def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """Per-row value (n,) from out-of-fold ``proba`` (n, K), and info to report."""
+        raise NotImplementedError
+
+    def _select(
+        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
+    ) -> Selection:
+        owner = type(self).__name__
+        classes, y = encode_labels(owner, features["label"], self.n_folds)
+        # Folds from the selector's generator: one seed fixes folds and band picks.
+        fold_seed = int(rng.integers(2**31 - 1))
+        proba, _ = crossfit_proba(features["embedding"], y, n_folds=self.n_folds, seed=fold_seed,
+                                  C=self.C, n_classes=len(classes))
+        value, info = self._score(proba, y)
+        sel = keep_by_score(owner, value, budget, rng, self.keep, self.q_low, self.q_high)
+        return Selection(sel.indices, sel.scores,
+                         {**sel.info, **info, "oof_accuracy": float((proba.argmax(1) == y).mean())})
+
+
 @register("entropy")
 @dataclass(frozen=True)
-class Entropy(Selector):
+class Entropy(CrossfitScore):
     """Keep rows by the predictive entropy of a cross-fitted head (uncertainty).
 
     A logistic-regression head on ``embedding`` (n, d) is cross-fitted over
@@ -110,32 +147,9 @@ class Entropy(Selector):
        Wisconsin-Madison CS Tech. Report 1648, 2009, Sec. 3.1 (entropy).
     """
 
-    requires: ClassVar[tuple[str, ...]] = ("embedding", "label")
-    keep: str = "high"
-    q_low: float = 0.0
-    q_high: float = 1.0
-    n_folds: int = 5
-    C: float = 1.0  # noqa: N815 - scikit-learn's name
-
-    def __post_init__(self) -> None:
-        owner = type(self).__name__
-        check_keep(owner, self.keep, self.q_low, self.q_high)
-        check_head_params(owner, self.n_folds, self.C)
-
-    def _select(
-        self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
-    ) -> Selection:
-        owner = type(self).__name__
-        classes, y = encode_labels(owner, features["label"], self.n_folds)
-        # Folds from the selector's generator: one seed fixes folds and band picks.
-        fold_seed = int(rng.integers(2**31 - 1))
-        proba, _ = crossfit_proba(features["embedding"], y, n_folds=self.n_folds, seed=fold_seed,
-                                  C=self.C, n_classes=len(classes))
+    def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         h = predictive_entropy(proba)
-        sel = keep_by_score(owner, h, budget, rng, self.keep, self.q_low, self.q_high)
-        return Selection(sel.indices, sel.scores,
-                         {**sel.info, "mean_entropy": float(h.mean()),
-                          "oof_accuracy": float((proba.argmax(1) == y).mean())})
+        return h, {"mean_entropy": float(h.mean())}
 
 
 @register("wordpiece_ratio")
