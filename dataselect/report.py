@@ -184,6 +184,16 @@ def _fraction_axis(ax: Any, fractions: list[float]) -> None:
     ax.set_xlabel("fraction of pool")
 
 
+def _styles(selectors: list[str]) -> dict[str, dict[str, str]]:
+    """A distinct (colour, marker) per selector: 20 colours x 6 markers, stable by name order."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab20"].colors
+    markers = "osD^vP"
+    return {sel: {"color": colors[i % 20], "marker": markers[(i // 10) % len(markers)]}
+            for i, sel in enumerate(selectors)}
+
+
 def _figures(df: pd.DataFrame, out: Path) -> list[str]:
     import matplotlib
 
@@ -194,42 +204,52 @@ def _figures(df: pd.DataFrame, out: Path) -> list[str]:
     if ok.empty:
         return []
     names = []
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], METRICS, strict=True):
+    selectors = sorted(set(ok["selector"]) - {FULL_KEY})
+    style = _styles(selectors)
+    ncol = 1 + (len(selectors) - 1) // 24  # legend columns: ~24 entries each
+    cols = 2 if len(METRICS) > 2 else len(METRICS)
+    rows = -(-len(METRICS) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols + 2.2 * ncol, 4.0 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, METRICS, strict=False):
         s = summarize(df, metric)
         for sel, g in s[s["selector"] != FULL_KEY].groupby("selector"):
             g = g.sort_values("fraction")
-            ax.errorbar(g["fraction"], g["mean"], yerr=np.nan_to_num(g["std"]), marker="o",
-                        capsize=3, label=sel)
+            ax.errorbar(g["fraction"], g["mean"], yerr=np.nan_to_num(g["std"]), capsize=3,
+                        label=sel, ms=5, lw=1.2, **style[sel])
         full = s[s["selector"] == FULL_KEY]
         if not full.empty:
             ax.axhline(full["mean"].iloc[0], color="k", ls="--", lw=1, label="full pool")
         _fraction_axis(ax, sorted(s["fraction"].unique()))
         ax.set_title(metric)
+        ax.set_ylabel("mean ± std over seeds")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("eval score (mean ± std over seeds)")
-    axes[0][-1].legend(fontsize=8)
+    for ax in list(axes.flat)[len(METRICS):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, ncol=ncol)
     fig.tight_layout()
-    fig.savefig(out / "metrics_vs_fraction.png", dpi=110)
+    fig.savefig(out / "metrics_vs_fraction.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     names.append("metrics_vs_fraction.png")
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
     agg = ok.groupby(["selector", "fraction"]).agg(sec=("selection_seconds", "mean"),
                                                    acc=("accuracy", "mean")).reset_index()
     for sel, g in agg.groupby("selector"):
-        ax.scatter(np.maximum(g["sec"], 1e-4), g["acc"], label=sel)
+        st = style.get(sel, {"color": "k", "marker": "*"})
+        ax.scatter(np.maximum(g["sec"], 1e-4), g["acc"], label=sel, color=st["color"],
+                   marker=st["marker"], s=28)
         for _, r in g.iterrows():
-            ax.annotate(f"{r['fraction']:g}", (max(r["sec"], 1e-4), r["acc"]), fontsize=7,
+            ax.annotate(f"{r['fraction']:g}", (max(r["sec"], 1e-4), r["acc"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("selection seconds (mean over seeds)")
     ax.set_ylabel("accuracy (mean over seeds)")
     ax.set_title("selection cost vs accuracy (labels: fraction)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), ncol=ncol)
     fig.tight_layout()
-    fig.savefig(out / "cost_vs_accuracy.png", dpi=110)
+    fig.savefig(out / "cost_vs_accuracy.png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     names.append("cost_vs_accuracy.png")
     return names
