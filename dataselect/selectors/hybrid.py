@@ -58,13 +58,23 @@ def _build(owner: str, field: str, entries: Any, extra: dict[str, Any]) -> tuple
     return tuple(specs), tuple(members)
 
 
-def _union(members: tuple[Selector, ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(c for m in members for c in m.required()))
+class _Composite(Selector):
+    """What a composition of selectors derives from its members (set in
+    ``_members`` by ``__post_init__``): it is seeded when any member is, and
+    reads the union of their features."""
+
+    @property
+    def seeded(self) -> bool:  # type: ignore[override]
+        return any(m.seeded for m in self._members)  # type: ignore[attr-defined]
+
+    def required(self) -> tuple[str, ...]:
+        cols = (c for m in self._members for c in m.required())  # type: ignore[attr-defined]
+        return tuple(dict.fromkeys(cols))
 
 
 @register("pipeline")
 @dataclass(frozen=True)
-class Pipeline(Selector):
+class Pipeline(_Composite):
     """Sequential stages, e.g. quality filter → diversity → importance.
 
     Stage ``s`` runs its selector on the rows kept by stage ``s - 1`` (the
@@ -125,13 +135,6 @@ class Pipeline(Selector):
         object.__setattr__(self, "stages", specs)
         object.__setattr__(self, "_members", members)
 
-    @property
-    def seeded(self) -> bool:  # type: ignore[override]
-        return any(m.seeded for m in self._members)
-
-    def required(self) -> tuple[str, ...]:
-        return _union(self._members)
-
     def stage_counts(self, n: int, budget: int) -> list[int]:
         """Rows kept by each stage for a pool of ``n`` and ``budget``."""
         counts, m = [], n
@@ -173,7 +176,7 @@ class InsufficientStageError(DataError):
 
 @register("fusion")
 @dataclass(frozen=True)
-class Fusion(Selector):
+class Fusion(_Composite):
     """Weighted fusion of several selectors' rank-normalised preferences.
 
     Each member orders the rows; its order is turned into a normalised rank
@@ -240,13 +243,6 @@ class Fusion(Selector):
         check("Fusion", "members", weights, sum(weights) > 0, "weighted with at least one weight > 0")
         object.__setattr__(self, "members", specs)
         object.__setattr__(self, "_members", members)
-
-    @property
-    def seeded(self) -> bool:  # type: ignore[override]
-        return any(m.seeded for m in self._members)
-
-    def required(self) -> tuple[str, ...]:
-        return _union(self._members)
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
