@@ -218,6 +218,11 @@ class StudyConfig(_Section):
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][\w.-]*$")]
     output_dir: str = "runs"
+    cache_dir: str | None = None
+    """Folder for ``features/`` and stand-in ``models/`` (None: the study folder).
+
+    Studies on the same pool texts (e.g. with and without label noise) that
+    name one folder compute features and stand-ins once."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     selectors: Annotated[list[SelectorSpec], Field(min_length=1)]
@@ -241,6 +246,11 @@ class StudyConfig(_Section):
     def study_dir(self) -> Path:
         """All artifacts of this study: features/, manifests/, tune/, report/."""
         return Path(self.output_dir) / self.name
+
+    @property
+    def cache_root(self) -> Path:
+        """Where feature shards and stand-in models are cached."""
+        return Path(self.cache_dir) if self.cache_dir is not None else self.study_dir
 
 
 class _AtIndex(ValueError):

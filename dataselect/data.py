@@ -53,11 +53,16 @@ class TextDataset:
         return len(self.label_names)
 
 
-def frame_fingerprint(df: pd.DataFrame) -> str:
-    """sha256 over ids, texts and labels: the content key for feature caches."""
+def frame_fingerprint(df: pd.DataFrame, *, labels: bool = True) -> str:
+    """sha256 over ids, texts and (unless ``labels=False``) labels.
+
+    Feature families read texts only, so their cache key leaves labels out:
+    a label-noise study on the same pool reuses the clean study's features.
+    """
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(df["id"].to_numpy(np.int64)).tobytes())
-    h.update(np.ascontiguousarray(df["label"].to_numpy(np.int64)).tobytes())
+    if labels:
+        h.update(np.ascontiguousarray(df["label"].to_numpy(np.int64)).tobytes())
     for t in df["text"]:
         b = t.encode("utf-8")
         h.update(len(b).to_bytes(8, "little"))

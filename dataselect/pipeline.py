@@ -36,7 +36,7 @@ def resolve_standins(cfg: StudyConfig, ds: TextDataset) -> StudyConfig:
             return ref
         if ref not in built:
             kind = ref[len(STANDIN_PREFIX):]
-            built[ref] = str(train_standin_lm(ds.train["text"].tolist(), cfg.study_dir / "models", kind=kind))
+            built[ref] = str(train_standin_lm(ds.train["text"].tolist(), cfg.cache_root / "models", kind=kind))
         return built[ref]
 
     feats = cfg.features.model_copy(update={
@@ -74,7 +74,7 @@ def study_features(cfg: StudyConfig, ds: TextDataset | None = None) -> tuple[Any
     ds = ds or load_dataset(cfg.dataset)
     cfg = resolve_standins(cfg, ds)
     init_ray(cfg.ray)
-    store = cfg.study_dir / "features"
+    store = cfg.cache_root / "features"
     pool = compute_features(ds.train, cfg.features, store)
     evalf = compute_features(ds.eval, cfg.features, store, which={"embedding"})
     return pool, evalf

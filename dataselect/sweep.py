@@ -168,7 +168,7 @@ def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np
 
     from dataselect.features import compute_features
 
-    store = cfg.study_dir / "features"
+    store = cfg.cache_root / "features"
     pool = compute_features(ds.train, cfg.features, store)
     table = {k: np.asarray(pool[k]) for k in pool}
     eval_emb = None

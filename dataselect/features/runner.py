@@ -183,7 +183,7 @@ def compute_features(
     canon = frame[["id", "text", "label"]].sort_values("id", kind="stable").reset_index(drop=True)
     canon["id"] = canon["id"].astype(np.int64)
     canon["label"] = canon["label"].astype(np.int64)
-    frame_fp = frame_fingerprint(canon)
+    frame_fp = frame_fingerprint(canon, labels=False)  # no family reads labels
     frame_ids = frame["id"].to_numpy(np.int64)
     labels = frame["label"].to_numpy(np.int64)
     cols: dict[str, np.ndarray] = {"id": frame_ids, "label": labels}

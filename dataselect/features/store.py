@@ -8,8 +8,8 @@ Layout under the store root (``<study_dir>/features``)::
     <table key>/_table.json            which family keys make up a FeatureTable
     <table key>/index.parquet          its id (and label) column, in frame order
 
-A family key is ``sha256`` of the frame's content fingerprint (ids, texts,
-labels in id order), the model fingerprint, the family code version
+A family key is ``sha256`` of the frame's content fingerprint (ids and
+texts in id order; no family reads labels), the model fingerprint, the family code version
 (``module.qualname@VERSION``), every output-changing setting including
 defaults, and the shard size (STYLE.md caching rules; HF ``datasets``
 fingerprinting). Shards are written to a temporary name and
