@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dataselect.errors import UserError
+from dataselect.errors import UserError, error_lines
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +38,8 @@ def setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+    # faiss's loader logs each SIMD build it tries at INFO, with a ModuleNotFoundError in it.
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec", "faiss", "faiss.loader"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -50,7 +51,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            typer.echo(f"error: {err}", err=True)
+            for line in error_lines(err):
+                typer.echo(line, err=True)
             raise typer.Exit(err.exit_code) from None
 
     return wrapper  # type: ignore[return-value]

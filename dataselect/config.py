@@ -70,6 +70,25 @@ class DatasetConfig(_Section):
     pool_seed: int = 0
     eval_size: Annotated[int, Field(gt=0)] | None = None
     """Seeded subsample of the eval split (None: all rows)."""
+    header: bool = True
+    """TSV/CSV files start with a header row. ``false``: the first row is data and the
+    columns are named by ``columns`` (default ``[text_column, label_column]``)."""
+    columns: Annotated[list[str], Field(min_length=1)] | None = None
+    """Column names, in file order, of a headerless TSV/CSV (``header: false``)."""
+    id_column: str | None = None
+    """Column holding unique integer row ids (None: the row's position in its file)."""
+
+    @model_validator(mode="after")
+    def _columns_need_headerless(self) -> DatasetConfig:
+        if self.columns is None:
+            return self
+        if self.header:
+            raise ValueError("columns names the columns of a headerless file; set header: false")
+        missing = [c for c in (self.text_column, self.label_column, self.id_column)
+                   if c is not None and c not in self.columns]
+        if missing:
+            raise ValueError(f"columns {self.columns} lack {missing} (text_column / label_column / id_column)")
+        return self
 
 
 class FeaturesConfig(_Section):
@@ -201,6 +220,9 @@ class RayConfig(_Section):
     max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
     temp_dir: str | None = None
     include_dashboard: bool = False
+    max_trial_retries: Annotated[int, Field(ge=-1)] = 2
+    """Restarts of a trial whose worker process or node died (Tune ``FailureConfig``;
+    -1: no limit). A trial's own error (failed selection, bad manifest) is not retried."""
 
     @field_validator("temp_dir")
     @classmethod
@@ -281,11 +303,20 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 def _format_error(err: ValidationError) -> str:
-    """First error of a pydantic ValidationError as one ``field: problem`` line."""
-    e = err.errors(include_url=False)[0]
+    """Every error of a pydantic ValidationError, one ``field: problem`` line each."""
+    lines: list[str] = []
+    for e in err.errors(include_url=False):
+        line = _format_one(e)
+        if line not in lines:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _format_one(e: Any) -> str:
     loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
     # Drop pydantic's union/constraint branch names ("int", "constrained-int") from the path.
-    loc = tuple(p for p in loc if p not in {"int", "float", "str", "list[float]", "none", "constrained-int"})
+    loc = tuple(p for p in loc if p not in {"int", "float", "str", "list[float]", "list[str]", "none",
+                                            "constrained-int"})
     ctx = e.get("ctx") or {}
     exc = ctx.get("error")
     if isinstance(exc, _AtIndex):
@@ -298,8 +329,13 @@ def _format_error(err: ValidationError) -> str:
     if isinstance(exc, ValueError) and re.match(r"^selectors\[\d+\]", msg):
         return msg
     got = e.get("input")
-    got_s = "" if isinstance(got, dict) else f"; got {got!r}"
+    got_s = "" if isinstance(got, dict) else f"; got {_short_repr(got)}"
     return f"{_loc(loc)}: {msg}{got_s}"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 def parse_config(raw: Any, *, check_paths: bool = True) -> StudyConfig:
@@ -315,10 +351,24 @@ def parse_config(raw: Any, *, check_paths: bool = True) -> StudyConfig:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(err)) from None
-    _check_selectors(cfg)
+    problems = _collect(_check_selectors, cfg)
     if check_paths:
-        _check_paths(cfg)
+        problems += _collect(_check_paths, cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return cfg
+
+
+def _collect(check: Any, cfg: StudyConfig) -> list[str]:
+    """Run one check that reports each problem through ``report``; return all lines."""
+    lines: list[str] = []
+
+    def report(message: str) -> None:
+        if message not in lines:
+            lines.append(message)
+
+    check(cfg, report)
+    return lines
 
 
 def load_config(path: str | Path, *, check_paths: bool = True) -> StudyConfig:
@@ -335,20 +385,28 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> StudyConfig:
     return parse_config(raw, check_paths=check_paths)
 
 
-def _check_selectors(cfg: StudyConfig) -> None:
+def _check_selectors(cfg: StudyConfig, report: Any) -> None:
     from dataselect.selectors import available, get_selector
 
     known = available()
     for i, spec in enumerate(cfg.selectors):
         if spec.name not in known:
-            raise ConfigError(f"selectors[{i}].name: unknown selector {spec.name!r}; known: {sorted(known)}")
+            report(f"selectors[{i}].name: unknown selector {spec.name!r}; known: {sorted(known)}")
+            continue
         try:
             selector = get_selector(spec.name, **spec.params)
-        except TypeError as err:
-            raise ConfigError(f"selectors[{i}].params: {err}") from None
-        except ValueError as err:
-            raise ConfigError(f"selectors[{i}].params: {err}") from None
-        _check_families(cfg.features, i, spec.name, selector.required())
+        except (TypeError, ValueError) as err:
+            report(f"selectors[{i}].params: {_first_line(err)}")
+            continue
+        try:
+            _check_families(cfg.features, i, spec.name, selector.required())
+        except ConfigError as err:
+            report(str(err))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _check_families(feats: FeaturesConfig, i: int, name: str, columns: tuple[str, ...]) -> None:
@@ -378,11 +436,11 @@ def looks_like_hub_id(ref: str) -> bool:
     return bool(_HUB_ID.match(ref)) and not Path(ref).exists()
 
 
-def _check_paths(cfg: StudyConfig) -> None:
+def _check_paths(cfg: StudyConfig, report: Any) -> None:
     src = cfg.dataset.source
     local = src.startswith((".", "/", "~")) or Path(src).exists()
     if local and not Path(src).expanduser().exists():
-        raise ConfigError(f"dataset.source: path does not exist: {src}")
+        report(f"dataset.source: path does not exist: {src}")
     out = Path(cfg.output_dir).expanduser()
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"output_dir: exists and is not a directory: {out}")
+        report(f"output_dir: exists and is not a directory: {out}")

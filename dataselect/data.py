@@ -96,7 +96,13 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
     names, to_int = _label_mapping(cfg, raw_train[cfg.label_column])
     train = _to_table(raw_train, cfg, to_int, "train")
     evalf = _to_table(raw_eval, cfg, to_int, "eval")
-    _check_classes(train, names, "train")
+    _check_classes(train, names, "train", _origin(raw_train))
+    if cfg.pool_size is not None and cfg.pool_size < len(train):
+        train = _sample(train, cfg.pool_size, cfg.pool_seed)
+        _check_classes(train, names, "train pool (dataset.pool_size)", _origin(raw_train))
+    if cfg.eval_size is not None and cfg.eval_size < len(evalf):
+        evalf = _sample(evalf, cfg.eval_size, cfg.pool_seed)
+    # Counted on the rows the study uses (the pool), not the whole file.
     dups = find_duplicates(train)
     if dups.n_repeated_rows:
         log.warning(
@@ -104,11 +110,6 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
             dups.n_repeated_rows,
             dups.n_conflicting_texts,
         )
-    if cfg.pool_size is not None and cfg.pool_size < len(train):
-        train = _sample(train, cfg.pool_size, cfg.pool_seed)
-        _check_classes(train, names, "train pool (dataset.pool_size)")
-    if cfg.eval_size is not None and cfg.eval_size < len(evalf):
-        evalf = _sample(evalf, cfg.eval_size, cfg.pool_seed)
     fp = hashlib.sha256((frame_fingerprint(train) + frame_fingerprint(evalf)).encode()).hexdigest()
     return TextDataset(train, evalf, names, fp, dups, cfg.source)
 
@@ -152,26 +153,163 @@ def _read_local(cfg: DatasetConfig, split: str, field: str) -> pd.DataFrame:
     fmt = cfg.format if cfg.format != "auto" else _FORMATS.get(path.suffix)
     if fmt is None:
         raise DataError(f"dataset.format: cannot tell the format of {path.name}; set tsv|csv|jsonl|parquet")
+    if fmt != "parquet":
+        _check_utf8(path, fmt, field, cfg.header)
+    names = None
+    if not cfg.header and fmt in ("tsv", "csv"):
+        names = list(cfg.columns or [cfg.text_column, cfg.label_column])
+        _check_field_count(path, fmt, field, names)
     try:
         if fmt == "tsv":
             # SST-2 sentences hold bare quotes: no quoting at all (see its README).
             df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False,
-                             na_values=[""], dtype=str, encoding="utf-8")
+                             na_values=[""], dtype=str, encoding="utf-8-sig",
+                             header=None if names else "infer", names=names)
         elif fmt == "csv":
-            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, encoding="utf-8")
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, encoding="utf-8-sig",
+                             header=None if names else "infer", names=names)
         elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False)
+            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
         else:
             df = pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(f"dataset.{field}: cannot read {path} as {fmt}: {first}") from None
-    for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
-        if col not in df.columns:
-            raise DataError(f"dataset.{key}: column {col!r} not in {path.name}; columns: {list(df.columns)}")
+    if not isinstance(df, pd.DataFrame):  # read_json of a bare value
+        raise DataError(f"dataset.{field}: {path.name} does not hold one JSON object per line")
+    df.columns = [str(c) for c in df.columns]
+    for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column"),
+                     (cfg.id_column, "id_column")):
+        if col is not None and col not in df.columns:
+            hint = _headerless_hint(df, fmt) if cfg.header else ""
+            raise DataError(f"dataset.{key}: column {col!r} not in {path.name}; columns: "
+                            f"{_short(list(df.columns))}{hint}")
     df = df.copy()
-    df["_id"] = np.arange(len(df), dtype=np.int64)
+    # Data rows start on line 2 below a header, on line 1 without one (JSONL: line 1).
+    first_line = 2 if fmt in ("tsv", "csv") and cfg.header else 1
+    df.attrs["origin"] = {"file": path.name, "first_line": first_line if fmt != "parquet" else None}
+    df["_id"] = _ids(df, cfg.id_column, path.name, first_line if fmt != "parquet" else None, field)
     return df
+
+
+def _short(values: list[str], limit: int = 60) -> str:
+    out = [v if len(v) <= limit else v[: limit - 3] + "..." for v in values[:10]]
+    return repr(out) + (f" (+{len(values) - 10} more)" if len(values) > 10 else "")
+
+
+def _check_utf8(path: Path, fmt: str, field: str, header: bool) -> None:
+    """Refuse non-UTF-8 bytes with the line and column they sit in."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return
+    except UnicodeDecodeError as err:
+        pos = err.start
+    line = data.count(b"\n", 0, pos) + 1
+    start = data.rfind(b"\n", 0, pos) + 1
+    where = f"line {line}"
+    if fmt in ("tsv", "csv"):
+        sep = b"\t" if fmt == "tsv" else b","
+        j = data.count(sep, start, pos)
+        col = f"column {j + 1}"
+        if header and line > 1:
+            head = data[: data.find(b"\n")].decode("utf-8", errors="replace").rstrip("\r")
+            cols = head.lstrip("\ufeff").split(sep.decode())
+            if j < len(cols):
+                col = f"column {cols[j]!r}"
+        row = line - 2 if header else line - 1
+        where += f" (row {row}), {col}" if row >= 0 else f" (the header), {col}"
+    raise DataError(f"dataset.{field}: {path.name} {where}: byte 0x{data[pos]:02x} is not UTF-8; "
+                    "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
+def _check_field_count(path: Path, fmt: str, field: str, names: list[str]) -> None:
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        first = fh.readline().rstrip("\r\n")
+    n = len(first.split("\t")) if fmt == "tsv" else len(next(csv.reader([first]), []))
+    if first and n != len(names):
+        raise DataError(f"dataset.columns: {path.name} line 1 has {n} fields but the columns are "
+                        f"{names}; set dataset.columns to name all {n} in order")
+
+
+def _looks_like_value(name: str, column: pd.Series) -> bool:
+    name = name.strip()
+    if not name:
+        return False
+    try:
+        float(name)
+        return True  # column names are rarely numbers; labels often are
+    except ValueError:
+        pass
+    if len(name) > 40 or len(name.split()) >= 4:
+        return True  # a sentence, not a column name
+    return bool((column.head(1000).astype(str).str.strip() == name).any())
+
+
+def _headerless_hint(df: pd.DataFrame, fmt: str) -> str:
+    """Say so when a TSV/CSV's first row looks like data rather than a header."""
+    if fmt not in ("tsv", "csv") or df.empty:
+        return ""
+    cols = list(df.columns)
+    if any(_looks_like_value(str(c), df[c]) for c in cols):
+        return ("; its first row looks like data, not a header: set dataset.header: false "
+                "(columns are then [text_column, label_column], or name them in dataset.columns)")
+    return ""
+
+
+def _origin(raw: pd.DataFrame) -> dict:
+    return raw.attrs.get("origin") or {}
+
+
+def _at(raw: pd.DataFrame | dict, i: int) -> str:
+    """``train.tsv line 5 (row 3)`` for the i-th data row of a source split (frame or origin)."""
+    o = raw if isinstance(raw, dict) else _origin(raw)
+    if not o:
+        return f"row {i}"
+    line = o.get("first_line")
+    return f"{o['file']} line {line + i} (row {i})" if line else f"{o['file']} row {i}"
+
+
+def _ids(df: pd.DataFrame, column: str | None, file: str, first_line: int | None, field: str) -> np.ndarray:
+    if column is None:
+        return np.arange(len(df), dtype=np.int64)
+    vals = pd.to_numeric(df[column], errors="coerce")
+    bad = vals.isna() | (vals != vals.round())
+    origin = {"file": file, "first_line": first_line}
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"dataset.id_column: {_at(origin, i)}, column {column!r}: id "
+                        f"{df[column].iloc[i]!r} is not an integer")
+    ids = vals.to_numpy(np.int64)
+    _check_unique_ids(ids, column, origin)
+    return ids
+
+
+def _check_unique_ids(ids: np.ndarray, column: str, origin: dict) -> None:
+    dup = pd.Series(ids).duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        j = int(np.flatnonzero(ids == ids[i])[0])
+        raise DataError(f"dataset.id_column: {_at(origin, i)}, column {column!r}: id {int(ids[i])} repeats "
+                        f"row {j} ({int(dup.sum())} repeated ids); ids must be unique")
+
+
+MAX_TEXT_CHARS = 100_000
+"""Texts are cut to this many characters at load, with a warning. Every model reads at
+most ``max_length`` (<= 8192) tokens, but tokenizers first split the whole text: one
+10 MB row costs a fast tokenizer ~2 GB and ~20 s before truncation."""
+
+
+def _clip_long_texts(text: pd.Series, raw: pd.DataFrame, split: str) -> pd.Series:
+    lengths = text.str.len().to_numpy()
+    long = np.flatnonzero(lengths > MAX_TEXT_CHARS)
+    if not len(long):
+        return text
+    i = int(long[0])
+    log.warning("dataset.%s: %d texts longer than %d characters (first: %s, %d characters) cut to "
+                "their first %d; models read only their first max_length tokens", split, len(long),
+                MAX_TEXT_CHARS, _at(raw, i), int(lengths[i]), MAX_TEXT_CHARS)
+    return text.str.slice(0, MAX_TEXT_CHARS)
 
 
 def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str] | None]:
@@ -200,7 +338,12 @@ def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
         for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
             if col not in df.columns:
                 raise DataError(f"dataset.{key}: column {col!r} not in {cfg.source}:{split}; columns: {list(df.columns)}")
-        df["_id"] = df["idx"].astype(np.int64) if "idx" in df.columns else np.arange(len(df), dtype=np.int64)
+        df.attrs["origin"] = {"file": f"{cfg.source}:{split}", "first_line": None}
+        if "idx" in df.columns:
+            df["_id"] = df["idx"].astype(np.int64)
+            _check_unique_ids(df["_id"].to_numpy(), "idx", df.attrs["origin"])
+        else:
+            df["_id"] = np.arange(len(df), dtype=np.int64)
         if field == "eval_split" and (df[cfg.label_column] < 0).all():
             raise DataError(f"dataset.eval_split: split {split!r} of {cfg.source} has no labels (test split?)")
         out.append(df)
@@ -236,37 +379,43 @@ def _to_table(raw: pd.DataFrame, cfg: DatasetConfig, to_int: dict[str, int], spl
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             f"dataset.{split}: empty text in column {cfg.text_column!r} at row {i} "
-            f"({int(bad.sum())} empty rows)"
+            f"({_at(raw, i)}; {int(bad.sum())} empty rows)"
         )
     lab = raw[cfg.label_column]
     if lab.isna().any():
         i = int(np.flatnonzero(lab.isna().to_numpy())[0])
         raise DataError(
             f"dataset.{split}: missing label in column {cfg.label_column!r} at row {i} "
-            f"({int(lab.isna().sum())} rows)"
+            f"({_at(raw, i)}; {int(lab.isna().sum())} rows)"
         )
     keys = lab.astype(str).str.strip()
     if keys.str.match(r"^-?\d+\.0$").all():  # parquet/jsonl floats like 1.0
         keys = keys.str.replace(r"\.0$", "", regex=True)
-    unknown = sorted(set(keys) - set(to_int))
-    if unknown:
+    unknown = ~keys.isin(list(to_int))
+    if unknown.any():
+        i = int(np.flatnonzero(unknown.to_numpy())[0])
+        why = ("is not in dataset.label_names" if cfg.label_names is not None
+               else "does not occur in the train split" if split == "eval" else "is not a known class")
         raise DataError(
-            f"dataset.{split}: label {unknown[0]!r} in column {cfg.label_column!r} is not a known class "
-            f"(known: {sorted(to_int)[:10]})"
+            f"dataset.{split}: label {keys.iloc[i]!r} in column {cfg.label_column!r} is not a known class: "
+            f"it {why} ({_at(raw, i)}; known: {sorted(to_int)[:10]})"
         )
+    text = _clip_long_texts(text.astype(str), raw, split)
     return pd.DataFrame({
         "id": raw["_id"].to_numpy(np.int64),
-        "text": text.astype(str).to_numpy(),
+        "text": text.to_numpy(),
         "label": keys.map(to_int).to_numpy(np.int64),
     })
 
 
-def _check_classes(df: pd.DataFrame, names: list[str], split: str) -> None:
+def _check_classes(df: pd.DataFrame, names: list[str], split: str, origin: dict | None = None) -> None:
     counts = np.bincount(df["label"].to_numpy(), minlength=len(names))
+    where = f" in {origin['file']}" if origin else ""
     if len(counts) > len(names):
         raise DataError(f"dataset.label_names: {len(names)} names but labels go up to {len(counts) - 1}")
+    if len(names) < 2 or (counts > 0).sum() < 2:
+        present = [names[i] for i in np.flatnonzero(counts)]
+        raise DataError(f"dataset.{split}: need at least 2 classes; got {present}{where}")
     empty = [names[i] for i in np.flatnonzero(counts == 0)]
     if empty:
-        raise DataError(f"dataset.{split}: class {empty[0]!r} has no rows (classes: {names})")
-    if len(names) < 2:
-        raise DataError(f"dataset.{split}: need at least 2 classes; got {names}")
+        raise DataError(f"dataset.{split}: class {empty[0]!r} has no rows{where} (classes: {names})")

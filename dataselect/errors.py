@@ -28,3 +28,9 @@ class ModelError(UserError, OSError):
 
 class CacheError(UserError, OSError):
     """A cached artifact (feature shard, manifest) is unreadable."""
+
+
+def error_lines(err: BaseException) -> list[str]:
+    """``error: …`` lines for a :class:`UserError` (one per problem it lists)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return [f"error: {ln}" for ln in lines] or [f"error: {type(err).__name__}"]

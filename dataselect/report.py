@@ -77,7 +77,8 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
         params = json.loads((tdir / "params.json").read_text())
         cell, seed = params.get("cell", {}), params.get("seed")
         res = _last_json_line(tdir / "result.json") or {}
-        err = _error_line(tdir / "error.txt")
+        # A trial's own error is reported as a result (sweep.run_trial_reported), not raised.
+        err = res.get("trial_error") or _error_line(tdir / "error.txt")
         ok = "accuracy" in res
         row: dict[str, Any] = {
             "trial": tdir.name,

@@ -151,6 +151,34 @@ def run_trial(
     tune.report(out)
 
 
+def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
+    """The Tune trainable: :func:`run_trial`, its own errors reported instead of raised.
+
+    Tune's ``FailureConfig`` retries every raised error, but only a lost worker
+    or node is worth retrying: a failed selection or a bad manifest fails the
+    same way every time. Such errors are caught here, written to
+    ``trials/<trial>/error.txt`` and reported once as ``{"trial_error": ...}``
+    (the report lists the trial as ERROR); a dead process raises nothing here,
+    so Tune sees it as a lost actor and restarts the trial.
+    """
+    import traceback
+
+    from ray import tune
+
+    try:
+        run_trial(config, **kwargs)
+        return
+    except Exception as err:  # noqa: BLE001 - every in-trial error is the trial's own
+        cell, seed = config["cell"], int(config["seed"])
+        name = trial_name_for(cell["selector"], cell["fraction"], seed)
+        msg = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        trial_dir = Path(kwargs["study_dir"]) / "trials" / name
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(trial_dir / "error.txt", traceback.format_exc())
+        log.error("trial %s failed (not retried): %s", name, msg)
+    tune.report({"trial_error": msg[:500], "selector": cell["selector"], "fraction": cell["fraction"]})
+
+
 # --------------------------------------------------------------------------- stages
 def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np.ndarray | None]:
     """Pool feature table (+ its fingerprint) and eval embeddings when the trainer probes.
@@ -263,20 +291,35 @@ def _tune_env() -> None:
 def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = None) -> Path:
     """Run (or with ``resume`` continue) the study's sweep and write its report.
 
-    Returns the path of ``report.md``.
+    Data, models and ``output_dir`` are checked first (:mod:`dataselect.preflight`),
+    before Ray starts or anything is written; then the study folder is locked
+    (:mod:`dataselect.lock`) for the sweep's lifetime. Returns the path of ``report.md``.
     """
+    from dataselect.lock import StudyLock
+    from dataselect.preflight import output_error, preflight
+
+    _tune_env()
+    ds = preflight(cfg)
+    study = cfg.study_dir.expanduser().resolve()
+    try:
+        with StudyLock(study):
+            return _sweep(cfg, ds, study, resume=resume, address=address)
+    except OSError as err:
+        user = output_error(err, cfg)
+        if user is None:
+            raise
+        raise user from None
+
+
+def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None) -> Path:
     from ray import tune
 
-    from dataselect.data import load_dataset
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
 
-    _tune_env()
-    study = cfg.study_dir.expanduser().resolve()
     study.mkdir(parents=True, exist_ok=True)
     init_ray(cfg.ray, address=address)
-    ds = load_dataset(cfg.dataset)
     declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
     cfg = resolve_standins(cfg, ds)
     table, features_fp, eval_emb = _features(cfg, ds)
@@ -292,7 +335,7 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
                               "budget": r.budget, "error": r.error}
                for k, r in selections.items()}
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, study_dir=str(study),
+        tune.with_parameters(run_trial_reported, study_dir=str(study),
                              trainer=cfg.trainer.model_dump(mode="json"),
                              num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key),
         {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
@@ -326,13 +369,16 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
             ),
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=str(storage),
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+                # Retries cover a dead worker or node only: a trial's own error is
+                # reported by run_trial_reported and never raised to Tune.
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
+                                                  fail_fast=False),
                 verbose=1,
             ),
         )
     _wait_for_free_cpus()
     grid = tuner.fit()
-    n_err = sum(1 for r in grid if r.error is not None)
+    n_err = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_error"))
     log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
     return write_report(study)
 
@@ -350,16 +396,17 @@ def main(
                                                      "else RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
     """Features → selections → Tune trials → report (prints the report path)."""
+    from dataselect.cli import setup_logging
     from dataselect.config import load_config
-    from dataselect.errors import UserError
+    from dataselect.errors import UserError, error_lines
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    setup_logging()
     try:
         cfg = load_config(config)
         out = run_sweep(cfg, resume=resume, address=address)
     except UserError as err:
-        typer.echo(f"error: {err}", err=True)
+        for line in error_lines(err):
+            typer.echo(line, err=True)
         raise typer.Exit(err.exit_code) from None
     typer.echo(f"report: {out}")
 

@@ -144,3 +144,54 @@ def test_help_commands():
     r = subprocess.run([sys.executable, "-m", "dataselect", "--help"], capture_output=True, text=True, cwd=REPO)
     for stage in ("prepare", "features", "select", "train", "eval", "report", "sweep"):
         assert stage in r.stdout
+
+
+def test_every_mistake_is_listed_one_line_each(sst2_dir):
+    raw = _mut(_base(sst2_dir), "grid.fractions", [0.05, 1.5])
+    raw = _mut(raw, "trainer.epochs", -1)
+    raw = _mut(raw, "ray.cpus_per_trial", "two")
+    raw["features"]["typo_key"] = 1
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    lines = str(info.value).splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0] == "features.typo_key: unknown key (check spelling; see the config reference in README.md)"
+    assert any(ln == "grid.fractions[1]: 1.5 is not in (0, 1]" for ln in lines)
+    assert any(ln.startswith("trainer.epochs:") for ln in lines)
+    assert any(ln.startswith("ray.cpus_per_trial:") for ln in lines)
+
+
+def test_every_selector_mistake_is_listed(sst2_dir, tmp_path):
+    raw = _base(sst2_dir)
+    raw["selectors"] = [{"name": "randum"}, {"name": "kcenter", "params": {"metric": "manhattan"}},
+                        {"name": "consistency"}]
+    raw["dataset"]["source"] = str(tmp_path / "absent")
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    lines = str(info.value).splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["selectors[0].name", "selectors[1].params",
+                                                  "selectors[2] ('consistency') reads feature 'eda_embedding'",
+                                                  "dataset.source"]
+
+
+def test_cli_prints_each_mistake_as_an_error_line(tmp_path, sst2_dir):
+    raw = _mut(_base(sst2_dir), "grid.fractions", [1.5])
+    raw = _mut(raw, "trainer.epochs", 0)
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(raw))
+    r = subprocess.run([sys.executable, "-m", "dataselect.sweep", str(p)],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == ["error: grid.fractions[0]: 1.5 is not in (0, 1]",
+                                             "error: trainer.epochs: Input should be greater than 0; got 0"]
+
+
+def test_headerless_columns_need_header_false(sst2_dir):
+    raw = _base(sst2_dir)
+    raw["dataset"]["columns"] = ["sentence", "label"]
+    with pytest.raises(ConfigError, match="dataset: .*set header: false"):
+        parse_config(raw)
+    raw["dataset"]["header"] = False
+    raw["dataset"]["columns"] = ["text", "label"]
+    with pytest.raises(ConfigError, match=r"lack \['sentence'\]"):
+        parse_config(raw)
