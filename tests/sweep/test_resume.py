@@ -88,6 +88,10 @@ def test_sigkill_then_resume(sst2_dir, tmp_path, ray_dir):
     assert len(df) == n_trials and (df["status"] == "TERMINATED").all(), df[["trial", "status", "error"]]
     for trial in done_before:
         assert _attempts(study, trial) == 1, f"{trial} was trained again after resume"
+    tries = {t: _attempts(study, t) for t in df["trial"]}
+    assert min(tries.values()) == 1, tries
+    # One trial at a time: only the one in flight when the driver died trains twice.
+    assert sum(n - 1 for n in tries.values()) <= 1, tries
     # The Tune experiment was restored in place, not started afresh beside the old one.
     assert not list((study / "tune").glob("resume.prev-*"))
     meta = json.loads((study / "study.json").read_text())

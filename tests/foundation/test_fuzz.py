@@ -1,0 +1,216 @@
+"""Property-based fuzzing of configs and small datasets (hypothesis).
+
+Every mutated config and dataset must either pass ``parse_config`` +
+``preflight`` (what a sweep runs before Ray) or raise the project's
+:class:`~dataselect.errors.UserError`, which the CLI prints as ``error:``
+lines with exit 2. Any other exception is a traceback for the user: a bug.
+300 cases per test in CI; many more under ``-m slow``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dataselect.config import parse_config
+from dataselect.errors import UserError
+from dataselect.preflight import preflight
+
+_SETTINGS = dict(deadline=None, database=None, derandomize=True,
+                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+ROWS = [("a fine film", 1), ("dull and long", 0), ("great cast", 1), ("weak plot", 0),
+        ("lovely", 1), ("boring", 0), ("moving story", 1), ("a mess", 0)]
+
+
+def _write_rows(folder: Path, rows: list[tuple[Any, Any]], *, fmt: str = "tsv", encoding: str = "utf-8",
+                header: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation"):
+        if fmt == "jsonl":
+            body = "".join(json.dumps({"sentence": t, "label": y}) + "\n" for t, y in rows)
+        else:
+            sep = "\t" if fmt == "tsv" else ","
+            body = (f"sentence{sep}label\n" if header else "") + "".join(f"{t}{sep}{y}\n" for t, y in rows)
+        (folder / f"{split}.{fmt}").write_bytes(body.encode(encoding, errors="replace"))
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    with tempfile.TemporaryDirectory(prefix="ds-fuzz-") as d:
+        base = Path(d)
+        _write_rows(base / "data", ROWS)
+        yield base
+
+
+def _base(workdir: Path) -> dict[str, Any]:
+    return {
+        "name": "fuzz",
+        "output_dir": str(workdir / "runs"),
+        "dataset": {"source": str(workdir / "data"), "pool_size": 6, "eval_size": 4},
+        "features": {"encoder": "minilm", "perplexity_model": "standin:qwen3", "text_metrics": True},
+        "selectors": [{"name": "random"}, {"name": "kcenter", "params": {"metric": "cosine"}},
+                      {"name": "perplexity", "params": {"p_low": 0.1, "p_high": 0.9}}],
+        "grid": {"fractions": [0.25, 0.5], "seeds": [0, 1]},
+        "trainer": {"mode": "finetune", "model": "minilm", "epochs": 1},
+        "ray": {"num_cpus": 2, "cpus_per_trial": 1},
+    }
+
+
+# Values of every JSON/YAML type, including the awkward ones.
+ODD = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**12, 10**12),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=20),
+    st.sampled_from(["", "minilm", "standin:qwen3", "standin:modernbert", "org/model", "/nonexistent",
+                     "./missing", "~/nope", "cosine", "mean", "probe", "tsv", "0", "-1", "1e9", "nan"]),
+    st.lists(st.one_of(st.integers(-3, 3), st.floats(-1, 2), st.text(max_size=3)), max_size=4),
+    st.dictionaries(st.text(max_size=8), st.integers(-3, 3), max_size=3),
+)
+
+PATHS = [
+    "name", "output_dir", "cache_dir",
+    "dataset.source", "dataset.format", "dataset.label_names", "dataset.pool_size", "dataset.pool_seed",
+    "dataset.eval_size", "dataset.text_column", "dataset.label_column", "dataset.header",
+    "dataset.columns", "dataset.id_column", "dataset.train_split",
+    "features.encoder", "features.pooling", "features.max_length", "features.batch_size",
+    "features.perplexity_model", "features.mlm_model", "features.llm_judge", "features.judge_model",
+    "features.consistency_variants", "features.consistency_alpha", "features.num_actors",
+    "features.device", "features.text_metrics",
+    "selectors", "selectors.0.name", "selectors.1.params", "selectors.1.label", "selectors.2.params",
+    "grid.fractions", "grid.seeds", "grid.full_reference", "grid",
+    "trainer.mode", "trainer.model", "trainer.learning_rate", "trainer.epochs", "trainer.batch_size",
+    "trainer.max_length", "trainer.warmup_ratio", "trainer.probe",
+    "ray.num_cpus", "ray.cpus_per_trial", "ray.temp_dir", "ray.max_trial_retries", "ray",
+]
+
+SELECTOR_PARAMS = {
+    "kcenter": ["metric", "initial", "per_class"], "perplexity": ["p_low", "p_high", "within", "per_class"],
+    "random": ["per_class"],
+}
+
+_DELETE = object()
+
+
+def _set(raw: dict, path: str, value: Any) -> None:
+    node: Any = raw
+    parts = path.split(".")
+    for p in parts[:-1]:
+        node = node[int(p)] if isinstance(node, list) else node.setdefault(p, {})
+        if not isinstance(node, (dict, list)):
+            return
+    last = parts[-1]
+    if isinstance(node, list):
+        if int(last) < len(node):
+            node[int(last)] = value
+    elif value is _DELETE:
+        node.pop(last, None)
+    else:
+        node[last] = value
+
+
+@st.composite
+def mutated_configs(draw):
+    muts = draw(st.lists(st.one_of(
+        st.tuples(st.sampled_from(PATHS), ODD),
+        st.tuples(st.sampled_from(PATHS), st.just(_DELETE)),
+        st.tuples(st.sampled_from(["selectors.0.params", "selectors.1.params", "selectors.2.params"]),
+                  st.dictionaries(st.sampled_from(["metric", "initial", "per_class", "p_low", "p_high",
+                                                   "within", "bogus", "keep", "seed"]), ODD, max_size=3)),
+        st.tuples(st.sampled_from(["typo", "dataset.typo", "grid.fraction"]), ODD),
+    ), min_size=1, max_size=4))
+    return muts
+
+
+def _outcome(raw: Any) -> None:
+    try:
+        cfg = parse_config(raw)
+        preflight(cfg)
+    except UserError as err:
+        lines = str(err).splitlines()
+        assert lines and all(ln.strip() for ln in lines), repr(str(err))
+
+
+def _config_case(workdir: Path, muts) -> None:
+    raw = _base(workdir)
+    for path, value in muts:
+        _set(raw, path, copy.deepcopy(value))
+    _outcome(raw)
+
+
+@settings(max_examples=300, **_SETTINGS)
+@given(muts=mutated_configs())
+def test_fuzz_config_mutations(workdir, muts):
+    _config_case(workdir, muts)
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, **{**_SETTINGS, "derandomize": False})
+@given(muts=mutated_configs())
+def test_fuzz_config_mutations_long(workdir, muts):
+    _config_case(workdir, muts)
+
+
+TEXT = st.one_of(st.text(max_size=30), st.sampled_from(["", " ", "nan", "NULL", "a\tb", 'say "hi"',
+                                                         "x,y", "caf\u00e9", "\u00a0", "\U0001f600"]))
+LABEL = st.one_of(st.sampled_from([0, 1, 2, -1, "0", "1", "pos", "neg", "", "1.0", None, 1.5]),
+                  st.text(max_size=4))
+
+
+@st.composite
+def datasets(draw):
+    rows = draw(st.lists(st.tuples(TEXT, LABEL), min_size=0, max_size=12))
+    if draw(st.booleans()):
+        rows = ROWS + rows
+    return {
+        "rows": rows,
+        "fmt": draw(st.sampled_from(["tsv", "csv", "jsonl"])),
+        "encoding": draw(st.sampled_from(["utf-8", "utf-8-sig", "latin-1", "utf-16", "cp1252"])),
+        "header": draw(st.booleans()),
+        "config": {
+            "header": draw(st.booleans()),
+            "label_names": draw(st.one_of(st.none(), st.just(["neg", "pos"]), st.just(["0", "1", "2"]))),
+            "pool_size": draw(st.one_of(st.none(), st.integers(1, 30))),
+            "eval_size": draw(st.one_of(st.none(), st.integers(1, 30))),
+        },
+    }
+
+
+_case = [0]
+
+
+def _data_case(workdir: Path, case: dict) -> None:
+    _case[0] += 1
+    folder = workdir / f"d{_case[0]}"
+    _write_rows(folder, case["rows"], fmt=case["fmt"], encoding=case["encoding"], header=case["header"])
+    raw = _base(workdir)
+    raw["dataset"] = {"source": str(folder), **{k: v for k, v in case["config"].items() if v is not None}}
+    _outcome(raw)
+
+
+@settings(max_examples=300, **_SETTINGS)
+@given(case=datasets())
+def test_fuzz_datasets(workdir, case):
+    _data_case(workdir, case)
+
+
+@pytest.mark.slow
+@settings(max_examples=2000, **{**_SETTINGS, "derandomize": False})
+@given(case=datasets())
+def test_fuzz_datasets_long(workdir, case):
+    _data_case(workdir, case)
+
+
+def test_odd_floats_are_refused_not_crashing(workdir):
+    for bad in (math.nan, math.inf, -0.0):
+        raw = _base(workdir)
+        raw["grid"]["fractions"] = [bad]
+        with pytest.raises(UserError):
+            parse_config(raw)

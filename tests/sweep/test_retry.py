@@ -1,0 +1,95 @@
+"""Lost trials are retried, a trial's own error is not: real kill -9 of a trial's worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dataselect.sweep import run_trial_reported, trial_name_for
+
+from .conftest import short_tmp, study_raw
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _attempts(study: Path) -> dict[str, list[dict]]:
+    return {p.parent.name: [json.loads(ln) for ln in p.read_text().splitlines() if ln.strip()]
+            for p in (study / "trials").glob("*/attempts.jsonl")}
+
+
+@pytest.fixture
+def ray_dir():
+    path = short_tmp()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
+    raw = study_raw(sst2_dir, tmp_path / "out", "retry", ray_tmp=ray_dir,
+                    selectors=[{"name": "random"}],
+                    grid={"fractions": [0.5], "seeds": [0, 1], "full_reference": True},
+                    # Fine-tuning (model load + a few steps) lasts long enough to be killed
+                    # part-way; 'random' reads no features, so no feature stage.
+                    trainer={"mode": "finetune", "model": "minilm", "epochs": 3.0, "batch_size": 8,
+                             "max_length": 32, "eval_batch_size": 64})
+    raw["dataset"] = {**raw["dataset"], "pool_size": 40, "eval_size": 40}
+    raw["ray"] = {**raw["ray"], "max_concurrent_trials": 1, "cpus_per_trial": 1}
+    cfg_path = tmp_path / "retry.yaml"
+    cfg_path.write_text(yaml.safe_dump(raw))
+    study = tmp_path / "out" / "retry"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    log = tmp_path / "sweep.log"
+    proc = subprocess.Popen([sys.executable, "-m", "dataselect.sweep", str(cfg_path)], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    killed = None
+    try:
+        deadline = time.monotonic() + 300
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            for trial, tries in _attempts(study).items():
+                if not (study / "trials" / trial / "result.json").exists():
+                    # attempts.jsonl names the worker process training this trial.
+                    os.kill(tries[-1]["pid"], signal.SIGKILL)
+                    killed = trial
+                    break
+            time.sleep(0.02)
+        rc = proc.wait(timeout=400)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert killed, f"no trial was caught mid-training; log:\n{text[-3000:]}"
+    assert rc == 0, text[-3000:]
+    df = pd.read_csv(study / "report" / "results.csv")
+    assert sorted(df["trial"]) == sorted([trial_name_for("random", 0.5, s) for s in (0, 1)]
+                                         + [trial_name_for("full", 1.0, s) for s in (0, 1)])
+    assert (df["status"] == "TERMINATED").all(), df[["trial", "status", "error"]]
+    tries = _attempts(study)
+    assert len(tries[killed]) == 2 and tries[killed][0]["pid"] != tries[killed][1]["pid"]
+    assert all(len(t) == 1 for name, t in tries.items() if name != killed)
+    assert not (study / "sweep.lock").exists()
+
+
+def test_own_error_is_reported_once_not_raised(tmp_path, monkeypatch):
+    reported = []
+    monkeypatch.setattr("ray.tune.report", lambda metrics, **kw: reported.append(metrics))
+    cell = {"selector": "broken", "name": "perplexity", "params": {}, "fraction": 0.1}
+    sel = {"broken|0.1|0": {"path": None, "seconds": 0.0, "budget": 4,
+                            "error": "Perplexity needs features ['perplexity']"}}
+    run_trial_reported({"cell": cell, "seed": 0}, study_dir=str(tmp_path), trainer={}, num_labels=2,
+                       selections=sel, inputs_key="k")
+    assert len(reported) == 1 and reported[0]["trial_error"].startswith("RuntimeError: selection failed")
+    trial = tmp_path / "trials" / trial_name_for("broken", 0.1, 0)
+    assert "Traceback" in (trial / "error.txt").read_text()
+    assert len((trial / "attempts.jsonl").read_text().splitlines()) == 1
