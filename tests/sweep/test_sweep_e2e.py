@@ -71,6 +71,8 @@ def test_failing_selector_is_reported_not_fatal(probe_study):
     bad = df[df["selector"] == "ppl_broken"]
     assert len(bad) == 4 and (bad["status"] == "ERROR").all()
     assert bad["error"].str.contains("perplexity").all()
+    for trial in bad["trial"]:  # a trial's own error is not retried (ray.max_trial_retries: 2)
+        assert len((cfg.study_dir / "trials" / trial / "attempts.jsonl").read_text().splitlines()) == 1
     text = report.read_text()
     assert "## Failed or incomplete trials" in text and "ppl_broken_f0.1_s0" in text
 
