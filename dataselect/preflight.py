@@ -260,6 +260,12 @@ def output_error(err: OSError, cfg: StudyConfig) -> UserError | None:
     """A full or read-only ``output_dir`` hit mid-run, as one user-facing line (else None)."""
     if err.errno not in _FS_ERRNOS:
         return None
-    name = err.filename or cfg.study_dir
-    return UserError(f"output_dir: {_FS_ERRNOS[err.errno]} writing {name}; free space or point "
-                     "output_dir somewhere writable, then rerun with --resume")
+    name = Path(err.filename or cfg.study_dir).expanduser().absolute()
+    roots = [Path(r).expanduser().absolute() for r in (cfg.output_dir, cfg.cache_root)]
+    if any(name.is_relative_to(r) for r in roots):
+        return UserError(f"output_dir: {_FS_ERRNOS[err.errno]} writing {name}; free space or point "
+                         "output_dir somewhere writable, then rerun with --resume")
+    if err.errno == errno.EACCES:
+        return None  # not ours to explain: keep the traceback
+    return UserError(f"disk: {_FS_ERRNOS[err.errno]} writing {name} (outside output_dir, e.g. Ray's "
+                     "temp dir: see ray.temp_dir); free space, then rerun with --resume")

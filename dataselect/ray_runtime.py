@@ -20,11 +20,14 @@ from dataselect.config import RayConfig
 log = logging.getLogger(__name__)
 
 
-def init_ray(cfg: RayConfig | None = None, *, address: str | None = None) -> dict[str, Any]:
+def init_ray(cfg: RayConfig | None = None, *, address: str | None = None,
+             log_to_driver: bool = True) -> dict[str, Any]:
     """Start or join Ray once per process; returns the cluster's resources.
 
     ``address`` (CLI ``--address``) beats ``cfg.address`` beats ``RAY_ADDRESS``.
     A second call is a no-op, so library code can call it defensively.
+    ``log_to_driver=False`` leaves worker output in the session's log files
+    (the sweep links them as ``<study>/logs/ray``) instead of the console.
     """
     import ray
 
@@ -34,7 +37,7 @@ def init_ray(cfg: RayConfig | None = None, *, address: str | None = None) -> dic
     addr = address or cfg.address or os.environ.get("RAY_ADDRESS")
     # Workers must import this package's modules from the driver's tree.
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": log_to_driver}
     if addr:
         # Ray turns token auth on by itself only for local clusters and
         # address="auto"; a driver joining a token-auth cluster by explicit

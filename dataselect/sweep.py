@@ -142,7 +142,9 @@ def run_trial(
                        seed=seed, logdir=logdir, progress=False, hparams=hp)
     import ray
 
-    out = {"selector": cell["selector"], "selector_name": cell["name"],
+    # Fraction and metrics first: Tune's status table shows a trial's first four numbers.
+    lead = {"fraction": cell["fraction"], **{k: res[k] for k in ("accuracy", "macro_f1", "n_train") if k in res}}
+    out = {**lead, "selector": cell["selector"], "selector_name": cell["name"],
            "params": json.dumps(cell["params"], sort_keys=True), "fraction": cell["fraction"],
            "budget": sel["budget"], "selection_seconds": sel["seconds"],
            # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
@@ -312,14 +314,26 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
 
 
 def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None) -> Path:
+    from dataselect.console import route_logs
+
+    study.mkdir(parents=True, exist_ok=True)
+    with route_logs(study) as logfile:
+        log.info("logs: %s (third-party messages); Ray worker output: %s", logfile,
+                 study / "logs" / "ray")
+        return _sweep_logged(cfg, ds, study, resume=resume, address=address)
+
+
+def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None) -> Path:
     from ray import tune
 
+    from dataselect.console import link_ray_logs, readable_tune_output
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
 
-    study.mkdir(parents=True, exist_ok=True)
-    init_ray(cfg.ray, address=address)
+    init_ray(cfg.ray, address=address, log_to_driver=False)
+    link_ray_logs(study)
+    readable_tune_output()
     declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
     cfg = resolve_standins(cfg, ds)
     table, features_fp, eval_emb = _features(cfg, ds)

@@ -155,3 +155,5 @@ def test_disk_full_mid_run_is_one_line(sst2_dir, tmp_path):
     err = output_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "x")), cfg)
     assert isinstance(err, UserError) and "no space left" in str(err) and "\n" not in str(err)
     assert output_error(OSError(errno.ECONNRESET, "reset"), cfg) is None
+    assert output_error(OSError(errno.EACCES, "denied", "/etc/x"), cfg) is None
+    assert str(output_error(OSError(errno.ENOSPC, "full", "/tmp/ray/x"), cfg)).startswith("disk: no space")

@@ -83,6 +83,10 @@ def test_sigkill_then_resume(sst2_dir, tmp_path, ray_dir):
     log_second = (tmp_path / "second.log").read_text()
     assert rc == 0, log_second[-3000:]
     assert "resuming Tune experiment" in log_second
+    # Ray Data's execution plans and progress log lines go to <study>/logs, not the console.
+    for noise in ("logging_progress.py", "streaming_executor.py", "faiss.loader", "authentication_token"):
+        assert noise not in log_first + log_second, noise
+    assert "logging_progress.py" in "".join(p.read_text() for p in (study / "logs").glob("sweep-*.log"))
 
     df = pd.read_csv(study / "report" / "results.csv")
     assert len(df) == n_trials and (df["status"] == "TERMINATED").all(), df[["trial", "status", "error"]]

@@ -79,6 +79,10 @@ def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
     assert len(tries[killed]) == 2 and tries[killed][0]["pid"] != tries[killed][1]["pid"]
     assert all(len(t) == 1 for name, t in tries.items() if name != killed)
     assert not (study / "sweep.lock").exists()
+    # Console: where the logs are comes first; worker chatter stays in the logs.
+    assert text.splitlines()[0].split("INFO ")[-1].startswith("__main__: logs: "), text[:500]
+    assert "LOAD REPORT" not in text and "(run_trial" not in text
+    assert list((study / "logs").glob("sweep-*.log")) and (study / "logs" / "ray").is_symlink()
 
 
 def test_own_error_is_reported_once_not_raised(tmp_path, monkeypatch):
@@ -93,3 +97,33 @@ def test_own_error_is_reported_once_not_raised(tmp_path, monkeypatch):
     trial = tmp_path / "trials" / trial_name_for("broken", 0.1, 0)
     assert "Traceback" in (trial / "error.txt").read_text()
     assert len((trial / "attempts.jsonl").read_text().splitlines()) == 1
+
+
+def test_route_logs_keeps_third_party_chatter_off_the_console(tmp_path, capsys):
+    import logging
+
+    from dataselect.console import route_logs
+
+    console = logging.StreamHandler()  # stands in for the CLI's console handler
+    root = logging.getLogger()
+    root.addHandler(console)
+    try:
+        with route_logs(tmp_path) as path:
+            logging.getLogger("faiss.loader").warning("Could not load library with AVX512")
+            logging.getLogger("ray.data").info("Total Progress: 0/?")
+            logging.getLogger("transformers.modeling_utils").warning("LOAD REPORT")
+            logging.getLogger("dataselect.sweep").info("stage line")
+            logging.getLogger("ray.tune").warning("Trial x: retrying")
+            logging.getLogger("some.lib").error("a real failure")
+    finally:
+        root.removeHandler(console)
+    err = capsys.readouterr().err
+    # (Ray's own "ray" handler writes to the stderr it saw at import, outside capsys.)
+    assert "stage line" in err and "a real failure" in err
+    for noise in ("AVX512", "Total Progress", "LOAD REPORT"):
+        assert noise not in err
+    text = path.read_text()
+    assert path.parent == tmp_path / "logs"
+    for line in ("AVX512", "Total Progress", "LOAD REPORT", "stage line", "a real failure"):
+        assert line in text
+    assert not console.filters  # put back on exit
