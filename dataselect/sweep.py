@@ -153,15 +153,21 @@ def run_trial(
     tune.report(out)
 
 
+class TrialError(RuntimeError):
+    """A trial failed by its own error (reported, then raised; not retried)."""
+
+
 def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
-    """The Tune trainable: :func:`run_trial`, its own errors reported instead of raised.
+    """The Tune trainable: :func:`run_trial`, its own errors reported, then raised.
 
     Tune's ``FailureConfig`` retries every raised error, but only a lost worker
     or node is worth retrying: a failed selection or a bad manifest fails the
     same way every time. Such errors are caught here, written to
-    ``trials/<trial>/error.txt`` and reported once as ``{"trial_error": ...}``
-    (the report lists the trial as ERROR); a dead process raises nothing here,
-    so Tune sees it as a lost actor and restarts the trial.
+    ``trials/<trial>/error.txt``, reported as ``{"trial_error": ...}`` (on which
+    :class:`~dataselect.tune_callbacks.NoRetryOnOwnError` turns the trial's
+    retries off) and raised as :class:`TrialError`: the trial ends ERROR after
+    one attempt, and ``--resume`` runs it again like any errored trial. A dead
+    process raises nothing here, so Tune sees a lost actor and restarts the trial.
     """
     import traceback
 
@@ -179,6 +185,7 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
         _atomic_write_text(trial_dir / "error.txt", traceback.format_exc())
         log.error("trial %s failed (not retried): %s", name, msg)
     tune.report({"trial_error": msg[:500], "selector": cell["selector"], "fraction": cell["fraction"]})
+    raise TrialError(f"trial {name}: {msg}")
 
 
 # --------------------------------------------------------------------------- stages
@@ -330,6 +337,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
+    from dataselect.tune_callbacks import NoRetryOnOwnError
 
     init_ray(cfg.ray, address=address, log_to_driver=False)
     link_ray_logs(study)
@@ -383,10 +391,11 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
             ),
             run_config=tune.RunConfig(
                 name=cfg.name, storage_path=str(storage),
-                # Retries cover a dead worker or node only: a trial's own error is
-                # reported by run_trial_reported and never raised to Tune.
+                # Retries cover a dead worker or node only: NoRetryOnOwnError turns them
+                # off for a trial that reported its own error (run_trial_reported).
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
                                                   fail_fast=False),
+                callbacks=[NoRetryOnOwnError()],
                 verbose=1,
             ),
         )

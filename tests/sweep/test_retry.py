@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dataselect.sweep import run_trial_reported, trial_name_for
+from dataselect.sweep import TrialError, run_trial_reported, trial_name_for
 
 from .conftest import short_tmp, study_raw
 
@@ -85,15 +85,23 @@ def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
     assert list((study / "logs").glob("sweep-*.log")) and (study / "logs" / "ray").is_symlink()
 
 
-def test_own_error_is_reported_once_not_raised(tmp_path, monkeypatch):
+def test_own_error_is_reported_then_raised_without_retries(tmp_path, monkeypatch):
+    from dataselect.tune_callbacks import NoRetryOnOwnError
+
     reported = []
     monkeypatch.setattr("ray.tune.report", lambda metrics, **kw: reported.append(metrics))
     cell = {"selector": "broken", "name": "perplexity", "params": {}, "fraction": 0.1}
     sel = {"broken|0.1|0": {"path": None, "seconds": 0.0, "budget": 4,
                             "error": "Perplexity needs features ['perplexity']"}}
-    run_trial_reported({"cell": cell, "seed": 0}, study_dir=str(tmp_path), trainer={}, num_labels=2,
-                       selections=sel, inputs_key="k")
+    with pytest.raises(TrialError, match="selection failed"):
+        run_trial_reported({"cell": cell, "seed": 0}, study_dir=str(tmp_path), trainer={}, num_labels=2,
+                           selections=sel, inputs_key="k")
     assert len(reported) == 1 and reported[0]["trial_error"].startswith("RuntimeError: selection failed")
+    trial = type("T", (), {"max_failures": 2})()
+    NoRetryOnOwnError().on_trial_result(0, [], trial, reported[0])
+    assert trial.max_failures == 0
+    NoRetryOnOwnError().on_trial_result(0, [], trial := type("T", (), {"max_failures": 2})(), {"accuracy": 1})
+    assert trial.max_failures == 2
     trial = tmp_path / "trials" / trial_name_for("broken", 0.1, 0)
     assert "Traceback" in (trial / "error.txt").read_text()
     assert len((trial / "attempts.jsonl").read_text().splitlines()) == 1
