@@ -117,7 +117,7 @@ def readable_tune_output() -> None:
     ("... 'fraction': 0.5}"); it also prints a config table when each trial
     starts and a ~40-line result table when it ends (22 of each in the local
     study). Here the column shows ``cell/selector``, and the per-trial tables
-    appear only at ``verbose=2``; the status table (every 30 s and at the end)
+    appear only at ``verbose=2``; the status table (every 2 min and at the end)
     and the trial names (``<selector>_f<fraction>_s<seed>``) remain. Metric
     columns are the first four numbers a trial reports, so trials report
     ``fraction, seed, accuracy, macro_f1`` first (:func:`dataselect.sweep.run_trial`).
@@ -139,4 +139,8 @@ def readable_tune_output() -> None:
 
     output._infer_params = _infer_params
     base._start_end_verbosity = output.AirVerbosity.VERBOSE
+    # One status table every 2 minutes (Tune: 30 s); dataselect.tune_callbacks.TrialLines
+    # says one line per finished trial in between.
+    if hasattr(base, "_heartbeat_freq"):
+        base._heartbeat_freq = 120
     output._dataselect_readable = True

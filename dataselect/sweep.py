@@ -337,7 +337,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
-    from dataselect.tune_callbacks import NoRetryOnOwnError
+    from dataselect.tune_callbacks import NoRetryOnOwnError, TrialLines
 
     init_ray(cfg.ray, address=address, log_to_driver=False)
     link_ray_logs(study)
@@ -395,7 +395,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                 # off for a trial that reported its own error (run_trial_reported).
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
                                                   fail_fast=False),
-                callbacks=[NoRetryOnOwnError()],
+                callbacks=[NoRetryOnOwnError(), TrialLines(len(cells) * len(cfg.grid.seeds))],
                 verbose=1,
             ),
         )

@@ -82,6 +82,8 @@ def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
     # Console: where the logs are comes first; worker chatter stays in the logs.
     assert text.splitlines()[0].split("INFO ")[-1].startswith("__main__: logs: "), text[:500]
     assert "LOAD REPORT" not in text and "(run_trial" not in text
+    assert f"trial {killed} lost its worker (failure 1 of at most 2 retries)" in text
+    assert text.count(" done: accuracy ") == 4 and "(4/4)" in text
     assert list((study / "logs").glob("sweep-*.log")) and (study / "logs" / "ray").is_symlink()
 
 
