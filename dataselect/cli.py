@@ -58,10 +58,16 @@ def user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _load(config: Path):  # -> StudyConfig, lazily imported to keep --help fast
+def _load(config: Path, preflight: str | None = None):  # -> StudyConfig, lazily imported
+    """Validate the config; with ``preflight`` also data, models and output_dir (no Ray yet)."""
     from dataselect.config import load_config
 
-    return load_config(config)
+    cfg = load_config(config)
+    if preflight is not None:
+        from dataselect.preflight import preflight as check
+
+        check(cfg, stage=preflight)
+    return cfg
 
 
 @app.command()
@@ -94,7 +100,7 @@ def features(config: ConfigArg) -> None:
     from dataselect.pipeline import study_features
 
     setup_logging()
-    cfg = _load(config)
+    cfg = _load(config, preflight="features")
     train, evalf = study_features(cfg)
     typer.echo(f"train pool: {len(train['id'])} rows, features {sorted(train.columns)}")
     typer.echo(f"eval: {len(evalf['id'])} rows")
@@ -107,7 +113,7 @@ def select(config: ConfigArg) -> None:
     from dataselect.pipeline import study_selections
 
     setup_logging()
-    cfg = _load(config)
+    cfg = _load(config, preflight="features")
     for key, path in study_selections(cfg).items():
         typer.echo(f"{key}: {path}")
 
@@ -125,7 +131,7 @@ def train(
     from dataselect.pipeline import train_one
 
     setup_logging()
-    cfg = _load(config)
+    cfg = _load(config, preflight="sweep")
     metrics = train_one(cfg, selector, fraction, seed, save_dir=save)
     typer.echo(json.dumps(metrics, indent=2, default=str))
 

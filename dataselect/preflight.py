@@ -63,8 +63,11 @@ class ModelRef:
     """``standin``, ``offline package``, ``local folder``, ``HF cache`` or ``hub``."""
 
 
-def preflight(cfg: StudyConfig) -> Any:
+def preflight(cfg: StudyConfig, *, stage: str = "sweep") -> Any:
     """Validate data, models and output folder; return the loaded dataset.
+
+    ``stage="features"`` checks only the models the feature stage loads (the
+    ``features`` and ``select`` commands); ``"sweep"`` (also ``train``) all.
 
     Raises
     ------
@@ -80,7 +83,7 @@ def preflight(cfg: StudyConfig) -> Any:
         ds = load_dataset(cfg.dataset)
     except DataError as err:
         problems.append(str(err))
-    _, model_problems = check_models(cfg)
+    _, model_problems = check_models(cfg, stage=stage)
     problems += model_problems
     problems += check_output_dir(cfg)
     if problems:
@@ -89,18 +92,19 @@ def preflight(cfg: StudyConfig) -> Any:
 
 
 # --------------------------------------------------------------------------- models
-def models_in_use(cfg: StudyConfig) -> list[tuple[str, str]]:
-    """``(field, ref)`` for every model the sweep will load, in load order.
+def models_in_use(cfg: StudyConfig, *, stage: str = "sweep") -> list[tuple[str, str]]:
+    """``(field, ref)`` for every model the sweep (or ``stage="features"``) will load.
 
     Mirrors what the sweep does: features are computed (every configured
     family) unless the trainer fine-tunes and no selector reads a feature;
-    the trainer's model is loaded only when it fine-tunes.
+    the trainer's model is loaded only when it fine-tunes. The ``features``
+    command computes every configured family and trains nothing.
     """
     from dataselect.selectors import get_selector
 
     f, out = cfg.features, []
     needs = {c for s in cfg.selectors for c in get_selector(s.name, **dict(s.params)).required()}
-    if cfg.trainer.mode == "probe" or needs - {"id", "label"}:
+    if stage == "features" or cfg.trainer.mode == "probe" or needs - {"id", "label"}:
         out.append(("features.encoder", f.encoder))
         if f.perplexity_model is not None:
             out.append(("features.perplexity_model", f.perplexity_model))
@@ -108,19 +112,19 @@ def models_in_use(cfg: StudyConfig) -> list[tuple[str, str]]:
             out.append(("features.mlm_model", f.mlm_model))
         if f.llm_judge and f.judge_model is not None:
             out.append(("features.judge_model", f.judge_model))
-    if cfg.trainer.mode == "finetune":
+    if cfg.trainer.mode == "finetune" and stage != "features":
         out.append(("trainer.model", cfg.trainer.model))
     return out
 
 
-def check_models(cfg: StudyConfig) -> tuple[list[ModelRef], list[str]]:
+def check_models(cfg: StudyConfig, *, stage: str = "sweep") -> tuple[list[ModelRef], list[str]]:
     """Resolve every model in use without loading one; ``(resolved, problems)``."""
     from dataselect.models import OFFLINE_MODELS, ensure_offline_mode
 
     resolved: list[ModelRef] = []
     problems: list[str] = []
     uncached: list[tuple[str, str]] = []
-    for field, ref in models_in_use(cfg):
+    for field, ref in models_in_use(cfg, stage=stage):
         hint = _HINTS[field]
         if ref.startswith(STANDIN_PREFIX):
             resolved.append(ModelRef(field, ref, "standin"))

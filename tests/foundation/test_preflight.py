@@ -157,3 +157,18 @@ def test_disk_full_mid_run_is_one_line(sst2_dir, tmp_path):
     assert output_error(OSError(errno.ECONNRESET, "reset"), cfg) is None
     assert output_error(OSError(errno.EACCES, "denied", "/etc/x"), cfg) is None
     assert str(output_error(OSError(errno.ENOSPC, "full", "/tmp/ray/x"), cfg)).startswith("disk: no space")
+
+
+def test_features_command_checks_its_models_before_ray(sst2_dir, tmp_path):
+    raw = yaml.safe_load((REPO / "experiments" / "grid.yaml").read_text())
+    raw["output_dir"] = str(tmp_path / "runs")
+    raw["dataset"]["source"] = str(sst2_dir)
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "dataselect", "features", str(cfg)], capture_output=True,
+                       text=True, env=env, cwd=tmp_path, timeout=60)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1, r.stderr
+    assert "features.encoder" in errors[0] and "trainer.model" not in errors[0]
+    assert not (tmp_path / "runs").exists()
