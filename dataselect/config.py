@@ -67,7 +67,7 @@ class DatasetConfig(_Section):
     label_names: list[str] | None = None
     pool_size: Annotated[int, Field(gt=0)] | None = None
     """Seeded subsample of the train split used as the selection pool (None: all rows)."""
-    pool_seed: int = 0
+    pool_seed: Annotated[int, Field(ge=0)] = 0
     eval_size: Annotated[int, Field(gt=0)] | None = None
     """Seeded subsample of the eval split (None: all rows)."""
     header: bool = True
@@ -182,6 +182,9 @@ class GridConfig(_Section):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, v: list[int]) -> list[int]:
+        for i, s in enumerate(v):
+            if s < 0:  # numpy's default_rng takes non-negative seeds only
+                raise _AtIndex(i, f"{s!r} is negative; seeds are integers >= 0")
         _no_duplicates(v)
         return v
 
@@ -306,7 +309,8 @@ def _format_error(err: ValidationError) -> str:
     """Every error of a pydantic ValidationError, one ``field: problem`` line each."""
     lines: list[str] = []
     for e in err.errors(include_url=False):
-        line = _format_one(e)
+        # One line per problem even when a key or value holds a line break.
+        line = _format_one(e).replace("\r", "\\r").replace("\n", "\\n")
         if line not in lines:
             lines.append(line)
     return "\n".join(lines)
