@@ -261,13 +261,18 @@ def _origin(raw: pd.DataFrame) -> dict:
     return raw.attrs.get("origin") or {}
 
 
-def _at(raw: pd.DataFrame | dict, i: int) -> str:
-    """``train.tsv line 5 (row 3)`` for the i-th data row of a source split (frame or origin)."""
+def _at(raw: pd.DataFrame | dict, i: int, *, row: bool = True) -> str:
+    """``train.tsv line 5 (row 3)`` for the i-th data row of a source split (frame or origin).
+
+    ``row=False`` leaves the row out, for messages that already name it.
+    """
     o = raw if isinstance(raw, dict) else _origin(raw)
     if not o:
         return f"row {i}"
     line = o.get("first_line")
-    return f"{o['file']} line {line + i} (row {i})" if line else f"{o['file']} row {i}"
+    if line:
+        return f"{o['file']} line {line + i}" + (f" (row {i})" if row else "")
+    return f"{o['file']} row {i}"
 
 
 def _ids(df: pd.DataFrame, column: str | None, file: str, first_line: int | None, field: str) -> np.ndarray:
@@ -379,14 +384,14 @@ def _to_table(raw: pd.DataFrame, cfg: DatasetConfig, to_int: dict[str, int], spl
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise DataError(
             f"dataset.{split}: empty text in column {cfg.text_column!r} at row {i} "
-            f"({_at(raw, i)}; {int(bad.sum())} empty rows)"
+            f"({_at(raw, i, row=False)}; {int(bad.sum())} empty rows)"
         )
     lab = raw[cfg.label_column]
     if lab.isna().any():
         i = int(np.flatnonzero(lab.isna().to_numpy())[0])
         raise DataError(
             f"dataset.{split}: missing label in column {cfg.label_column!r} at row {i} "
-            f"({_at(raw, i)}; {int(lab.isna().sum())} rows)"
+            f"({_at(raw, i, row=False)}; {int(lab.isna().sum())} rows)"
         )
     keys = lab.astype(str).str.strip()
     if keys.str.match(r"^-?\d+\.0$").all():  # parquet/jsonl floats like 1.0
