@@ -144,3 +144,43 @@ def readable_tune_output() -> None:
     if hasattr(base, "_heartbeat_freq"):
         base._heartbeat_freq = 120
     output._dataselect_readable = True
+
+
+def _system_failure(err: BaseException) -> BaseException | None:
+    """The Ray system failure behind ``err`` (a dead worker, node or lost object), else None."""
+    try:
+        from ray import exceptions as rx
+    except ImportError:
+        return None
+    system = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError,
+              rx.OutOfMemoryError, rx.LocalRayletDiedError, rx.ObjectStoreFullError, rx.OutOfDiskError)
+    if isinstance(err, system):
+        return err
+    if isinstance(err, rx.RayTaskError):
+        cause = err.as_instanceof_cause()
+        if isinstance(cause, system):
+            return cause
+    return None
+
+
+@contextlib.contextmanager
+def stage(name: str, study_dir: Path, logfile: Path) -> Iterator[None]:
+    """Turn a Ray worker or node dying inside ``name`` into one line naming the logs.
+
+    The full traceback goes to ``logfile`` only. Errors of the stage's own
+    code (and :class:`~dataselect.errors.UserError`) pass through unchanged.
+    """
+    from dataselect.errors import StageError
+
+    try:
+        yield
+    except Exception as err:
+        cause = _system_failure(err)
+        if cause is None:
+            raise
+        # INFO on a non-dataselect logger: the log file only, not the console.
+        logging.getLogger("traceback").info("%s stage failed", name, exc_info=True)
+        first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+        raise StageError(f"{name} stage: a Ray worker or node died ({type(cause).__name__}: {first}); "
+                         f"traceback in {logfile}, worker logs in {study_dir / 'logs' / 'ray'}; "
+                         "rerun (cached shards and manifests are kept)") from None

@@ -30,6 +30,13 @@ class CacheError(UserError, OSError):
     """A cached artifact (feature shard, manifest) is unreadable."""
 
 
+class StageError(UserError):
+    """A stage failed for a reason outside the user's input (a Ray worker or node died):
+    one line naming the stage and where the logs are, exit code 1."""
+
+    exit_code = 1
+
+
 def error_lines(err: BaseException) -> list[str]:
     """``error: …`` lines for a :class:`UserError` (one per problem it lists)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]

@@ -327,13 +327,14 @@ def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str
     with route_logs(study) as logfile:
         log.info("logs: %s (third-party messages); Ray worker output: %s", logfile,
                  study / "logs" / "ray")
-        return _sweep_logged(cfg, ds, study, resume=resume, address=address)
+        return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile)
 
 
-def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None) -> Path:
+def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
+                  logfile: Path) -> Path:
     from ray import tune
 
-    from dataselect.console import link_ray_logs, readable_tune_output
+    from dataselect.console import link_ray_logs, readable_tune_output, stage
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
@@ -344,10 +345,12 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     readable_tune_output()
     declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
     cfg = resolve_standins(cfg, ds)
-    table, features_fp, eval_emb = _features(cfg, ds)
+    with stage("features", study, logfile):
+        table, features_fp, eval_emb = _features(cfg, ds)
     inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp)
-    selections = run_select_stage(cfg, table, features_fingerprint=features_fp,
-                                  manifest_dir=study / "manifests")
+    with stage("select", study, logfile):
+        selections = run_select_stage(cfg, table, features_fingerprint=features_fp,
+                                      manifest_dir=study / "manifests")
     del table
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]

@@ -137,3 +137,35 @@ def test_route_logs_keeps_third_party_chatter_off_the_console(tmp_path, capsys):
     for line in ("AVX512", "Total Progress", "LOAD REPORT", "stage line", "a real failure"):
         assert line in text
     assert not console.filters  # put back on exit
+
+
+def test_worker_crash_in_a_stage_is_one_line_naming_the_logs(sst2_dir, tmp_path, ray_tmp, ray_local,
+                                                             monkeypatch):
+    import ray.exceptions
+
+    from dataselect.errors import StageError, error_lines
+    from dataselect.sweep import run_sweep
+
+    from .conftest import make_cfg
+
+    def crash(cfg, ds):
+        raise ray.exceptions.WorkerCrashedError()
+
+    monkeypatch.setattr("dataselect.sweep._features", crash)
+    cfg = make_cfg(study_raw(sst2_dir, tmp_path, "crash", ray_tmp=ray_tmp))
+    with pytest.raises(StageError) as info:
+        run_sweep(cfg)
+    lines = error_lines(info.value)
+    assert len(lines) == 1 and info.value.exit_code == 1
+    assert lines[0].startswith("error: features stage: a Ray worker or node died (WorkerCrashedError")
+    assert str(cfg.study_dir / "logs" / "ray") in lines[0]
+    logfile = next((cfg.study_dir / "logs").glob("sweep-*.log"))
+    assert "Traceback" in logfile.read_text() and str(logfile) in lines[0]
+    assert not (cfg.study_dir / "sweep.lock").exists()
+
+    def bug(cfg, ds):
+        raise ValueError("a bug stays a traceback")
+
+    monkeypatch.setattr("dataselect.sweep._features", bug)
+    with pytest.raises(ValueError, match="a bug stays"):
+        run_sweep(cfg)
