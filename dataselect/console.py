@@ -43,9 +43,9 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     """Within the block, third-party log records go to a file under ``study_dir/logs``.
 
     Yields the file's path. Enter after the study folder is locked and before
-    Ray starts (Ray's ``ray`` and ``ray.data`` loggers do not propagate to the
-    root logger, so their console handlers are filtered one by one); on exit
-    every handler, filter and setting is put back.
+    Ray starts (the ``ray``, ``ray.data`` and ``transformers`` loggers do not
+    propagate to the root logger, so their console handlers are filtered one by
+    one); on exit every handler, filter and setting is put back.
     """
     logs = study_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,9 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     fh.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     import ray  # noqa: F401 - configures the "ray" logger
     import ray.data  # configures the "ray.data" logger
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.get_logger()  # configures "transformers" (own stderr handler, no propagation)
 
     root = logging.getLogger()
     if not root.handlers:
@@ -66,7 +69,7 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     flt = _ConsoleFilter()
     filtered: list[logging.Handler] = []
     attached: list[logging.Logger] = []
-    for name in ("", "ray", "ray.data"):
+    for name in ("", "ray", "ray.data", "transformers"):
         logger = logging.getLogger(name)
         for h in _console_handlers(logger):
             h.addFilter(flt)
