@@ -176,6 +176,9 @@ class GridConfig(_Section):
     seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0, 1, 2])
     full_reference: bool = True
     """Add one trial per seed trained on the whole pool, as the report's reference."""
+    full_reference_seeds: Annotated[int, Field(gt=0)] | None = None
+    """Train the whole-pool reference on only the first N seeds (None: every seed):
+    on a large pool it costs more than the rest of the grid."""
 
     @field_validator("fractions")
     @classmethod

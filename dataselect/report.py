@@ -78,6 +78,7 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
     rows = []
     for tdir in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").is_file()):
         params = json.loads((tdir / "params.json").read_text())
+        params = params.get("run", params)  # see sweep.trial_runs
         cell, seed = params.get("cell", {}), params.get("seed")
         res = _last_json_line(tdir / "result.json") or {}
         err = _error_line(tdir / "error.txt")

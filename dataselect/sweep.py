@@ -62,7 +62,7 @@ def trial_name_for(selector: str, fraction: float, seed: int) -> str:
 
 
 def _trial_name(trial: Any) -> str:
-    c = trial.config
+    c = trial.config.get("run", trial.config)
     return trial_name_for(c["cell"]["selector"], c["cell"]["fraction"], c["seed"])
 
 
@@ -100,6 +100,7 @@ def run_trial(
     from dataselect.manifest import read_manifest
     from dataselect.train import finetune, probe
 
+    config = config.get("run", config)  # a grid with a seed-limited whole-pool reference nests it
     cell, seed = config["cell"], int(config["seed"])
     name = trial_name_for(cell["selector"], cell["fraction"], seed)
     sel = selections[_cell_id(cell["selector"], cell["fraction"], seed)]
@@ -347,6 +348,16 @@ def _wait_for_free_cpus(timeout_s: float = 60.0) -> None:
         time.sleep(0.25)
 
 
+def trial_runs(cfg: StudyConfig, cells: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """(cell, seed) of every trial: the full grid, less whole-pool seeds past ``full_reference_seeds``."""
+    from dataselect.select_stage import FULL_KEY
+
+    n_full = cfg.grid.full_reference_seeds
+    full_seeds = set(cfg.grid.seeds[:n_full] if n_full is not None else cfg.grid.seeds)
+    return [(c, sd) for c in cells for sd in cfg.grid.seeds
+            if c["selector"] != FULL_KEY or sd in full_seeds]
+
+
 def _tune_env() -> None:
     # Save Tune's experiment state at most every second instead of Tune's
     # adaptive >= 10 s, so a crash loses little; the trial-side cache covers the rest.
@@ -381,7 +392,8 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
     del table
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]
-    _write_study_meta(declared, ds, study, len(cells) * len(cfg.grid.seeds), selections, probe_col)
+    runs = trial_runs(cfg, cells)
+    _write_study_meta(declared, ds, study, len(runs), selections, probe_col)
 
     sel_map = {_cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
                               "budget": r.budget, "error": r.error}
@@ -410,7 +422,9 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
             exp_dir.rename(old)
         tuner = tune.Tuner(
             trainable,
-            param_space={"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))},
+            param_space=({"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))}
+                         if len(runs) == len(cells) * len(cfg.grid.seeds)
+                         else {"run": tune.grid_search([{"cell": c, "seed": sd} for c, sd in runs])}),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.ray.max_concurrent_trials,
                 # Every trial asks for the same resources, so one actor can run many

@@ -64,3 +64,17 @@ def test_budget_rounding_and_grid():
                         "grid": {"fractions": [0.1, 0.5]}}, check_paths=False)
     cells = [(s.key, f) for s, f in grid_specs(cfg)]
     assert cells == [("random", 0.1), ("random", 0.5), ("kc", 0.1), ("kc", 0.5), ("full", 1.0)]
+
+
+def test_trial_runs_limit_only_the_whole_pool_seeds():
+    from dataselect.sweep import trial_runs
+
+    cfg = parse_config({"name": "g", "selectors": [{"name": "random"}],
+                        "grid": {"fractions": [0.1, 0.5], "seeds": [4, 2, 9], "full_reference_seeds": 2}},
+                       check_paths=False)
+    cells = [{"selector": s.key, "fraction": f} for s, f in grid_specs(cfg)]
+    runs = [(c["selector"], c["fraction"], sd) for c, sd in trial_runs(cfg, cells)]
+    assert runs == [("random", 0.1, 4), ("random", 0.1, 2), ("random", 0.1, 9), ("random", 0.5, 4),
+                    ("random", 0.5, 2), ("random", 0.5, 9), ("full", 1.0, 4), ("full", 1.0, 2)]
+    everyone = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"full_reference_seeds": None})})
+    assert len(trial_runs(everyone, cells)) == 9

@@ -212,3 +212,14 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "dataselect.sweep", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--resume" in out.stdout and "--address" in out.stdout
+
+
+def test_whole_pool_reference_on_fewer_seeds(sst2_dir, tmp_path, ray_tmp, ray_local):
+    raw = study_raw(sst2_dir, tmp_path, "fewfull", ray_tmp=ray_tmp, selectors=[{"name": "random"}],
+                    grid={"fractions": [0.25], "seeds": [3, 1], "full_reference": True,
+                          "full_reference_seeds": 1})
+    report = run_sweep(make_cfg(raw))
+    df = pd.read_csv(report.parent / "results.csv")
+    assert sorted(zip(df["selector"], df["seed"], strict=True)) == [("full", 3), ("random", 1), ("random", 3)]
+    assert (df["status"] == "TERMINATED").all()
+    assert "3 found of 3 expected" in report.read_text()
