@@ -210,6 +210,9 @@ class TrainerConfig(_Section):
     learning_rate: Annotated[float, Field(gt=0)] = 8e-5
     weight_decay: Annotated[float, Field(ge=0)] = 1e-5
     epochs: Annotated[float, Field(gt=0)] = 2.0
+    min_steps: Annotated[int, Field(ge=0)] = 0
+    """Train at least this many optimiser steps (more epochs over a small subset):
+    at 1-5 % budgets a fixed epoch count is too few steps to train at all."""
     batch_size: Annotated[int, Field(gt=0)] = 32
     eval_batch_size: Annotated[int, Field(gt=0)] = 128
     max_length: Annotated[int, Field(gt=1, le=8192)] = 128

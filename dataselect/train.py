@@ -256,7 +256,7 @@ def finetune(
     train_df, eval_df : DataFrame with ``text`` (str) and ``label`` (int in ``0..num_labels-1``)
     cfg : TrainerConfig
         ``model``, ``learning_rate``, ``weight_decay``, ``epochs`` (may be
-        fractional), ``batch_size``, ``eval_batch_size``, ``max_length``,
+        fractional; at least ``min_steps`` steps are taken), ``batch_size``, ``eval_batch_size``, ``max_length``,
         ``warmup_ratio`` (linear warm-up, then linear decay), ``device``.
     num_labels : int
         Size of the classifier head (K), also when a class is absent from ``train_df``.
@@ -305,7 +305,7 @@ def finetune(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch), cfg.min_steps)
     warmup = int(cfg.warmup_ratio * total)
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
     groups = [
@@ -385,6 +385,7 @@ def _hparams(cfg: TrainerConfig, seed: int, n_train: int, extra: Mapping[str, An
     hp: dict[str, Any] = {"mode": cfg.mode, "model": cfg.model, "seed": seed, "n_train": n_train}
     if cfg.mode == "finetune":
         hp.update(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                  min_steps=cfg.min_steps,
                   batch_size=cfg.batch_size, max_length=cfg.max_length, warmup_ratio=cfg.warmup_ratio)
     else:
         hp.update(probe=cfg.probe, probe_c=cfg.probe_c)
