@@ -24,8 +24,8 @@ __all__ = ["ProbCover", "TypiClust", "ball_purity_radius", "greedy_cover", "typi
 
 
 def _kmeans(x: np.ndarray, k: int, niter: int, rng: np.random.Generator) -> np.ndarray:
-    # k-means++ start, then FAISS Lloyd: the authors' code uses scikit-learn
-    # KMeans, whose default start is k-means++.
+    # k-means|| (scalable k-means++) start, then FAISS Lloyd: the authors'
+    # code uses scikit-learn KMeans, whose default start is k-means++.
     init = kmeans_plusplus(x, k, rng)
     return fit_kmeans(x, k, niter, int(rng.integers(2**31 - 1)), init=init)[1]
 
@@ -59,7 +59,8 @@ class TypiClust(Selector):
     metric : {"euclidean", "cosine"}, default="euclidean"
         ``cosine``: rows are L2-normalised first (k-means and distances).
     niter : int, default=20
-        Lloyd iterations (FAISS, started from k-means++ [2]_).
+        Lloyd iterations (FAISS, started from k-means|| seeding [2]_,
+        :func:`~dataselect.selectors.kmeans.kmeans_plusplus`).
 
     Notes
     -----
@@ -85,8 +86,8 @@ class TypiClust(Selector):
     ----------
     .. [1] G. Hacohen, A. Dekel, D. Weinshall, "Active Learning on a Budget:
        Opposite Strategies Suit High and Low Budgets", ICML 2022.
-    .. [2] D. Arthur, S. Vassilvitskii, "k-means++: The advantages of careful
-       seeding", SODA 2007.
+    .. [2] B. Bahmani, B. Moseley, A. Vattani, R. Kumar, S. Vassilvitskii,
+       "Scalable K-Means++", VLDB 2012.
     """
 
     requires: ClassVar[tuple[str, ...]] = ("embedding",)
@@ -215,7 +216,7 @@ class ProbCover(Selector):
         ``cosine``: rows are L2-normalised first, ``delta`` is then in units
         of ``sqrt(2 - 2 cos)``.
     niter : int, default=20
-        Lloyd iterations of the purity k-means (k-means++ start).
+        Lloyd iterations of the purity k-means (k-means|| start).
 
     Notes
     -----
