@@ -90,6 +90,8 @@ def prepare(config: ConfigArg) -> None:
         "conflicting_texts": ds.duplicates.n_conflicting_texts,
         "fingerprint": ds.fingerprint,
     }
+    if ds.noise is not None:
+        summary["label_noise_flipped"] = len(ds.noise)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -132,7 +134,10 @@ def train(
 
     setup_logging()
     cfg = _load(config, preflight="sweep")
+    from dataselect.train import PREDICTIONS_KEY
+
     metrics = train_one(cfg, selector, fraction, seed, save_dir=save)
+    metrics.pop(PREDICTIONS_KEY, None)
     typer.echo(json.dumps(metrics, indent=2, default=str))
 
 

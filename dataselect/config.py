@@ -49,6 +49,30 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class LabelNoiseConfig(_Section):
+    """Seeded label flips in the *training pool*, to study what selectors do with noise.
+
+    ``round(rate * n_pool)`` rows, drawn without replacement, get a wrong label:
+    ``uniform`` draws it uniformly from the other classes; ``asymmetric``
+    applies one fixed class permutation, ``k -> (k + 1) mod K`` (for two
+    classes both kinds swap the label). The eval split is never touched.
+    """
+
+    rate: Annotated[float, Field(ge=0, lt=1)]
+    seed: Annotated[int, Field(ge=0)] = 0
+    kind: Literal["uniform", "asymmetric"] = "uniform"
+    split: str = "train"
+    """Only ``train`` (the pool): corrupting the eval split would corrupt the measurement."""
+
+    @field_validator("split")
+    @classmethod
+    def _pool_only(cls, v: str) -> str:
+        if v != "train":
+            raise ValueError("label noise applies to the training pool only ('train'); the eval "
+                             "split is never corrupted")
+        return v
+
+
 class DatasetConfig(_Section):
     """Where the labelled texts come from.
 
@@ -70,6 +94,8 @@ class DatasetConfig(_Section):
     pool_seed: Annotated[int, Field(ge=0)] = 0
     eval_size: Annotated[int, Field(gt=0)] | None = None
     """Seeded subsample of the eval split (None: all rows)."""
+    label_noise: LabelNoiseConfig | None = None
+    """Flip a seeded share of the pool's labels before features and selection (None: off)."""
     header: bool = True
     """TSV/CSV files start with a header row. ``false``: the first row is data and the
     columns are named by ``columns`` (default ``[text_column, label_column]``)."""
@@ -169,6 +195,9 @@ class GridConfig(_Section):
     seeds: Annotated[list[int], Field(min_length=1)] = Field(default_factory=lambda: [0, 1, 2])
     full_reference: bool = True
     """Add one trial per seed trained on the whole pool, as the report's reference."""
+    full_reference_seeds: Annotated[int, Field(gt=0)] | None = None
+    """Train the whole-pool reference on only the first N seeds (None: every seed):
+    on a large pool it costs more than the rest of the grid."""
 
     @field_validator("fractions")
     @classmethod
@@ -203,12 +232,19 @@ class TrainerConfig(_Section):
     learning_rate: Annotated[float, Field(gt=0)] = 8e-5
     weight_decay: Annotated[float, Field(ge=0)] = 1e-5
     epochs: Annotated[float, Field(gt=0)] = 2.0
+    min_steps: Annotated[int, Field(ge=0)] = 0
+    """Train at least this many optimiser steps (more epochs over a small subset):
+    at 1-5 % budgets a fixed epoch count is too few steps to train at all."""
     batch_size: Annotated[int, Field(gt=0)] = 32
     eval_batch_size: Annotated[int, Field(gt=0)] = 128
     max_length: Annotated[int, Field(gt=1, le=8192)] = 128
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     probe: Literal["logreg", "mlp"] = "logreg"
     probe_c: Annotated[float, Field(gt=0)] = 1.0
+    probe_features: Literal["embedding_norm", "embedding"] = "embedding_norm"
+    """Probe input: L2-normalised embeddings (what sentence-transformers' MiniLM
+    pipeline ends with; ~2 points better on a 4-class set) or the raw mean-pooled
+    ones. Falls back to ``embedding`` when the store has no normalised copy."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 

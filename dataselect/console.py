@@ -138,7 +138,8 @@ def readable_tune_output() -> None:
         return
 
     def _infer_params(config: dict) -> list[str]:
-        return ["cell/selector" if p == "cell" else p for p in infer(config)]
+        names = {"cell": ["cell/selector"], "run": ["run/cell/selector", "run/seed"]}  # see sweep.trial_runs
+        return [q for p in infer(config) for q in names.get(p, [p])]
 
     output._infer_params = _infer_params
     base._start_end_verbosity = output.AirVerbosity.VERBOSE

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dataselect.config import DatasetConfig, looks_like_hub_id
+from dataselect.config import DatasetConfig, LabelNoiseConfig, looks_like_hub_id
 from dataselect.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ class TextDataset:
     fingerprint: str
     duplicates: DuplicateReport
     source: str
+    noise: pd.DataFrame | None = None
+    """Rows whose pool label was flipped (``id``, ``original_label``, ``noisy_label``), or None."""
 
     @property
     def num_labels(self) -> int:
@@ -110,8 +112,37 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
             dups.n_repeated_rows,
             dups.n_conflicting_texts,
         )
+    noise = None
+    if cfg.label_noise is not None:
+        train, noise = add_label_noise(train, cfg.label_noise, len(names))
     fp = hashlib.sha256((frame_fingerprint(train) + frame_fingerprint(evalf)).encode()).hexdigest()
-    return TextDataset(train, evalf, names, fp, dups, cfg.source)
+    return TextDataset(train, evalf, names, fp, dups, cfg.source, noise)
+
+
+def add_label_noise(train: pd.DataFrame, cfg: LabelNoiseConfig, num_labels: int
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Flip ``round(cfg.rate * n)`` seeded pool labels; returns the noisy pool and the flips.
+
+    The same (pool, rate, seed, kind) always flips the same rows to the same
+    labels, so a noisy study is as reproducible as a clean one.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    n = len(train)
+    rows = np.sort(rng.choice(n, size=int(round(cfg.rate * n)), replace=False))
+    original = train["label"].to_numpy(np.int64)
+    noisy = original.copy()
+    if cfg.kind == "uniform":
+        # An offset in 1..K-1 lands uniformly on one of the other K-1 classes.
+        noisy[rows] = (original[rows] + rng.integers(1, num_labels, size=len(rows))) % num_labels
+    else:
+        noisy[rows] = (original[rows] + 1) % num_labels
+    out = train.copy()
+    out["label"] = noisy
+    flips = pd.DataFrame({"id": train["id"].to_numpy(np.int64)[rows], "original_label": original[rows],
+                          "noisy_label": noisy[rows]})
+    log.info("dataset.label_noise: flipped %d of %d pool labels (%s, rate %g, seed %d)",
+             len(rows), n, cfg.kind, cfg.rate, cfg.seed)
+    return out, flips
 
 
 def _is_local(source: str) -> bool:

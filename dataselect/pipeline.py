@@ -124,10 +124,13 @@ def train_one(cfg: StudyConfig, selector: str, fraction: float, seed: int,
     if cfg.trainer.mode == "probe":
         if save_dir is not None:
             raise UserError("--save: probe heads are not saved; use trainer.mode: finetune")
+        from dataselect.sweep import probe_column
+
         pool, evalf = study_features(cfg, ds)
         pos = np.sort(pos)
-        return probe(np.asarray(pool["embedding"])[pos], ds.train["label"].to_numpy()[pos],
-                     np.asarray(evalf["embedding"]), ds.eval["label"].to_numpy(), cfg.trainer,
+        col = probe_column(cfg, pool)
+        return probe(np.asarray(pool[col])[pos], ds.train["label"].to_numpy()[pos],
+                     np.asarray(evalf[col]), ds.eval["label"].to_numpy(), cfg.trainer,
                      seed=seed, num_labels=ds.num_labels)
     return finetune(ds.train.iloc[pos].reset_index(drop=True), ds.eval, cfg.trainer,
                     num_labels=ds.num_labels, seed=seed, save_dir=save_dir)

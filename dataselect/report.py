@@ -1,15 +1,18 @@
-"""Study report from the Tune experiment on disk: results table, report.md, figures.
+"""Study report from the Tune experiment on disk: results, statistics, subsets, figures.
 
 Everything is read back from files (each trial's ``params.json``,
-``result.json`` and ``error.txt`` in ``<study_dir>/tune/<name>/``, plus the
-sweep's ``study.json``), never from a live sweep, so ``dataselect report``
-can rebuild it any time, also after a crash or on another machine.
+``result.json`` and ``error.txt`` in ``<study_dir>/tune/<name>/``; its
+``predictions.parquet`` and ``kept.parquet`` in ``<study_dir>/trials/``;
+the sweep's ``study.json``), never from a live sweep, so ``dataselect
+report`` can rebuild it any time, also after a crash or on another machine.
 
-Statistics: mean ± sample std (ddof=1) over seeds; "delta vs random" is the
-mean of seed-matched differences (same fraction, same seed) with a two-sided
-paired t-test (``scipy.stats.ttest_rel``); fewer than two pairs → "n/a". No
-correction for multiple comparisons is applied; with 3 seeds the test has
-little power, which the report says.
+Statistics (:mod:`dataselect.stats`): every selector × fraction × metric
+against ``random`` at the same fraction, over seed-matched pairs: the
+observed mean difference, a 95 % paired-bootstrap interval and p-value that
+resample seeds and eval rows together, the seed-paired t-test for
+comparison, and Holm–Bonferroni over all selectors of one metric and
+fraction. ``significant`` means Holm-adjusted bootstrap p < 0.05. Written to
+``report/summary.csv``; report.md opens with one sentence per fraction.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
     rows = []
     for tdir in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").is_file()):
         params = json.loads((tdir / "params.json").read_text())
+        params = params.get("run", params)  # see sweep.trial_runs
         cell, seed = params.get("cell", {}), params.get("seed")
         res = _last_json_line(tdir / "result.json") or {}
         # A trial's own error is reported as a result (sweep.run_trial_reported), not raised.
@@ -112,32 +116,189 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
     return df.sort_values(["selector", "fraction", "seed"], kind="stable").reset_index(drop=True)
 
 
+# --------------------------------------------------------------------------- per-row files
+def load_trial_frames(study: Path, trials: list[str], name: str) -> dict[str, pd.DataFrame]:
+    """``trials/<trial>/<name>`` for each trial that has it (predictions or kept rows)."""
+    out = {}
+    for t in trials:
+        path = study / "trials" / t / name
+        if path.is_file():
+            try:
+                out[t] = pd.read_parquet(path)
+            except (OSError, ValueError) as err:
+                log.warning("report: cannot read %s (%s); left out", path, err)
+    return out
+
+
 # --------------------------------------------------------------------------- stats
-def summarize(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Mean ± std over seeds per selector × fraction, delta vs random, paired t-test."""
-    from scipy.stats import ttest_rel
+SUMMARY_COLUMNS = ("metric", "selector", "fraction", "n_seeds", "mean", "std", "delta", "ci_low",
+                   "ci_high", "p_t", "p_boot", "p_holm", "significant", "se", "sd_seed", "var_rows")
+ALPHA = 0.05
+
+
+class _Arms:
+    """Bootstrap indicator sums per (selector, fraction), computed once and shared by all metrics."""
+
+    def __init__(self, ok: pd.DataFrame, preds: dict[str, pd.DataFrame], num_labels: int, n_boot: int,
+                 seed: int):
+        from dataselect.stats import row_weights
+
+        self.ok, self.preds, self.k, self.n_boot, self.seed = ok, preds, num_labels, n_boot, seed
+        self.cache: dict[tuple[str, float], tuple[list[int], Any] | None] = {}
+        trials = ok["trial"] if "trial" in ok and preds else []
+        first = next((preds[t] for t in trials if t in preds), None)
+        self.ids = None if first is None else first["id"].to_numpy(np.int64)
+        self.y = None if first is None else first["label"].to_numpy(np.int64)
+        self.weights = (None if self.ids is None
+                        else row_weights(len(self.ids), n_boot, np.random.default_rng(seed)))
+
+    def get(self, sel: str, frac: float) -> tuple[list[int], Any] | None:
+        """(seeds, ArmCounts) of every finished seed with predictions on the common eval rows."""
+        from dataselect.stats import arm_counts
+
+        key = (sel, frac)
+        if self.ids is None:
+            return None
+        if key not in self.cache:
+            g = self.ok[(self.ok["selector"] == sel) & (self.ok["fraction"] == frac)].sort_values("seed")
+            seeds, rows = [], []
+            for t, sd in zip(g["trial"], g["seed"], strict=True):
+                p = self.preds.get(t)
+                if p is None or self.ids is None or not np.array_equal(p["id"].to_numpy(), self.ids):
+                    continue
+                seeds.append(int(sd))
+                rows.append(p["pred"].to_numpy(np.int64))
+            self.cache[key] = (seeds, arm_counts(self.y, np.stack(rows), self.weights, self.k)) if rows else None
+        return self.cache[key]
+
+
+def summarize(df: pd.DataFrame, metric: str, preds: dict[str, pd.DataFrame] | None = None, *,
+              num_labels: int | None = None, n_boot: int | None = None, seed: int = 0,
+              _arms: _Arms | None = None) -> pd.DataFrame:
+    """Per selector × fraction: mean ± std over seeds and the comparison with ``random``.
+
+    Columns are :data:`SUMMARY_COLUMNS` plus ``n_pairs``. ``delta``, ``p_t``
+    come from the trials' metrics (seed-matched pairs); ``ci_low``,
+    ``ci_high``, ``p_boot``, ``se``, ``sd_seed``, ``var_rows`` from the paired
+    bootstrap over ``preds`` (``{trial: predictions frame}``; NaN without
+    them); ``p_holm`` adjusts ``p_boot`` over all selectors at one fraction.
+    """
+    from dataselect.stats import N_BOOT, holm, paired_bootstrap, paired_t, seed_draws
 
     ok = df[df["status"] == STATUS_OK]
-    out = []
+    if num_labels is None:
+        num_labels = int(max((int(p["label"].max()) for p in (preds or {}).values()), default=1)) + 1
+    arms = _arms or _Arms(ok, preds or {}, max(num_labels, 2), n_boot or N_BOOT, seed)
     base = ok[ok["selector"] == BASELINE_KEY]
+    out = []
     for (sel, frac), g in ok.groupby(["selector", "fraction"], sort=True):
-        vals = g[metric].to_numpy(float)
-        row: dict[str, Any] = {"selector": sel, "fraction": frac, "n": len(vals),
+        vals = g.sort_values("seed")[metric].to_numpy(float)
+        row: dict[str, Any] = {"metric": metric, "selector": sel, "fraction": frac, "n_seeds": len(vals),
                                "mean": float(vals.mean()),
                                "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                               "delta": float("nan"), "p": float("nan"), "n_pairs": 0}
+                               "n_pairs": 0}
+        row.update({c: float("nan") for c in ("delta", "ci_low", "ci_high", "p_t", "p_boot", "se",
+                                              "sd_seed", "var_rows")})
         if sel not in (BASELINE_KEY, FULL_KEY):
             b = base[base["fraction"] == frac].set_index("seed")[metric]
-            s = g.set_index("seed")[metric]
-            common = sorted(set(s.index) & set(b.index))
+            sv = g.set_index("seed")[metric]
+            common = sorted(set(sv.index) & set(b.index))
             row["n_pairs"] = len(common)
             if common:
-                diff = s.loc[common].to_numpy(float) - b.loc[common].to_numpy(float)
-                row["delta"] = float(diff.mean())
-                if len(common) >= 2 and np.ptp(diff) > 0:
-                    row["p"] = float(ttest_rel(s.loc[common], b.loc[common]).pvalue)
+                a_v, b_v = sv.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+                row["delta"] = float((a_v - b_v).mean())
+                row["p_t"] = paired_t(a_v, b_v)
+            arm, ref = arms.get(sel, frac), arms.get(BASELINE_KEY, frac)
+            if arm and ref:
+                both = sorted(set(arm[0]) & set(ref[0]))
+                if both:
+                    ia = np.array([arm[0].index(x) for x in both])
+                    ib = np.array([ref[0].index(x) for x in both])
+                    r = paired_bootstrap(arm[1].take(ia), ref[1].take(ib), arms.k, metric,
+                                         seed_draws=seed_draws(arms.n_boot, len(both), arms.seed))
+                    row.update(delta=r.delta, ci_low=r.ci_low, ci_high=r.ci_high, p_boot=r.p_boot,
+                               se=r.se, sd_seed=r.sd_seed, var_rows=r.var_rows, n_pairs=len(both))
         out.append(row)
-    return pd.DataFrame(out)
+    res = pd.DataFrame(out)
+    if res.empty:
+        return pd.DataFrame(columns=[*SUMMARY_COLUMNS, "n_pairs"])
+    res["p_holm"] = np.nan
+    for _, idx in res.groupby("fraction").groups.items():
+        res.loc[idx, "p_holm"] = holm(res.loc[idx, "p_boot"].to_numpy(float))
+    res["significant"] = res["p_holm"] < ALPHA
+    return res[[*SUMMARY_COLUMNS, "n_pairs"]]
+
+
+def summary_table(df: pd.DataFrame, preds: dict[str, pd.DataFrame], num_labels: int, *,
+                  n_boot: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """:func:`summarize` for every metric, resamples shared: the rows of ``summary.csv``."""
+    from dataselect.stats import N_BOOT
+
+    ok = df[df["status"] == STATUS_OK]
+    arms = _Arms(ok, preds, num_labels, n_boot or N_BOOT, seed)
+    return pd.concat([summarize(df, m, _arms=arms) for m in METRICS], ignore_index=True)
+
+
+def power_lines(summary: pd.DataFrame, metric: str = "accuracy", effect: float = 0.01) -> list[str]:
+    """Per fraction: the smallest delta this design detects, and seeds for a ``effect`` gain.
+
+    Uses the median seed spread and eval-row variance over the fraction's
+    comparisons, α = 0.05 / m (the first step of Holm over m selectors), 80 % power.
+    """
+    from dataselect.stats import min_detectable_effect, seeds_needed
+
+    s = summary[(summary["metric"] == metric) & np.isfinite(summary["var_rows"].astype(float))]
+    lines = []
+    for frac, g in s.groupby("fraction", sort=True):
+        m = len(g)
+        n = int(g["n_pairs"].median())
+        sd = float(np.nanmedian(g["sd_seed"])) if g["sd_seed"].notna().any() else 0.0
+        vr = float(g["var_rows"].median())
+        alpha = ALPHA / m
+        mde = min_detectable_effect(sd, vr, n, alpha=alpha)
+        need = seeds_needed(effect, sd, vr, alpha=alpha)
+        need_s = (f"a {effect * 100:g}-point effect would need {need} seeds" if need is not None else
+                  f"no number of seeds reaches a {effect * 100:g}-point effect: the eval set's own "
+                  f"noise (±{np.sqrt(vr) * 100:.2f} points per comparison) is too large")
+        lines.append(f"- {frac:g}: with {n} seeds the design detects |Δ {metric}| ≥ "
+                     f"{mde * 100:.2f} points (80 % power, α = 0.05/{m}, median seed sd "
+                     f"{sd * 100:.2f}, eval-row sd {np.sqrt(vr) * 100:.2f} points); {need_s}.")
+    return lines
+
+
+def _pts(x: float) -> str:
+    return f"{x * 100:+.1f}"
+
+
+def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = "accuracy") -> list[str]:
+    """One sentence per fraction: who beats random after Holm, by how much, or what is ruled out."""
+    s = summary[(summary["metric"] == metric) & ~summary["selector"].isin([BASELINE_KEY, FULL_KEY])]
+    lines = []
+    for frac, g in s.groupby("fraction", sort=True):
+        rows = f" ({budgets[frac]:,} rows)" if frac in budgets else ""
+        tested = g[np.isfinite(g["p_boot"].astype(float))]
+        head = f"At {frac * 100:g} %{rows}"
+        if tested.empty:
+            lines.append(f"- {head}: no per-row predictions, so no corrected comparison with random "
+                         "(paired t-test only, see the tables).")
+            continue
+        win = tested[tested["significant"] & (tested["delta"] > 0)].sort_values("delta", ascending=False)
+        lose = tested[tested["significant"] & (tested["delta"] < 0)]
+        if not win.empty:
+            parts = [f"`{r.selector}` {_pts(r.delta)} points [{_pts(r.ci_low)}, {_pts(r.ci_high)}]"
+                     for r in win.itertuples()]
+            text = (f"{head}, **{len(win)} of {len(tested)} selectors beat random** after Holm "
+                    f"correction ({metric}, 95 % CI): " + "; ".join(parts))
+        else:
+            best = tested.sort_values("delta", ascending=False).iloc[0]
+            text = (f"{head}, **no selector beats random** after Holm correction ({len(tested)} "
+                    f"comparisons); the best, `{best.selector}`, is {_pts(best.delta)} points "
+                    f"[{_pts(best.ci_low)}, {_pts(best.ci_high)}], and no interval reaches above "
+                    f"{_pts(tested['ci_high'].max())} points")
+        if not lose.empty:
+            text += f"; {len(lose)} are significantly worse than random"
+        lines.append(text + ".")
+    return lines
 
 
 def _fmt(x: float, digits: int = 4) -> str:
@@ -153,23 +314,34 @@ def format_mean_std(mean: float, std: float) -> str:
     return f"{_fmt(mean)} ± {_fmt(std)}"
 
 
-def _metric_table(df: pd.DataFrame, metric: str) -> list[str]:
-    s = summarize(df, metric)
+def _p(x: float) -> str:
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return "<0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _metric_table(summary: pd.DataFrame, metric: str) -> list[str]:
+    s = summary[summary["metric"] == metric]
     lines = [f"### {metric}", "",
-             "| selector | fraction | n seeds | mean ± std | Δ vs random | p (paired t) | pairs |",
-             "|---|---|---|---|---|---|---|"]
+             "| selector | fraction | n seeds | mean ± std | Δ vs random | 95 % CI (bootstrap) | "
+             "p (paired t) | p (bootstrap) | p (Holm) | pairs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in s[s["selector"] != FULL_KEY].iterrows():
         if r["selector"] == BASELINE_KEY:
-            delta, p = "(baseline)", "—"
+            delta, ci, pt, pb, ph = "(baseline)", "—", "—", "—", "—"
         else:
             delta = _fmt_signed(r["delta"]) if r["n_pairs"] else "n/a"
-            p = _fmt(r["p"], 3) if r["n_pairs"] >= 2 and np.isfinite(r["p"]) else "n/a"
-        lines.append(f"| {r['selector']} | {r['fraction']:g} | {r['n']} | "
-                     f"{format_mean_std(r['mean'], r['std'])} | {delta} | {p} | {r['n_pairs'] or '—'} |")
-    full = s[s["selector"] == FULL_KEY]
-    for _, r in full.iterrows():
-        lines.append(f"| **full (whole pool)** | {r['fraction']:g} | {r['n']} | "
-                     f"{format_mean_std(r['mean'], r['std'])} | reference | — | — |")
+            if r["significant"]:
+                delta = f"**{delta}**"
+            ci = (f"[{_fmt_signed(r['ci_low'])}, {_fmt_signed(r['ci_high'])}]"
+                  if np.isfinite(r["ci_low"]) else "n/a")
+            pt, pb, ph = _p(r["p_t"]), _p(r["p_boot"]), _p(r["p_holm"])
+        lines.append(f"| {r['selector']} | {r['fraction']:g} | {r['n_seeds']} | "
+                     f"{format_mean_std(r['mean'], r['std'])} | {delta} | {ci} | {pt} | {pb} | {ph} | "
+                     f"{r['n_pairs'] or '—'} |")
+    for _, r in s[s["selector"] == FULL_KEY].iterrows():
+        lines.append(f"| **full (whole pool)** | {r['fraction']:g} | {r['n_seeds']} | "
+                     f"{format_mean_std(r['mean'], r['std'])} | reference | — | — | — | — | — |")
     return [*lines, ""]
 
 
@@ -195,7 +367,7 @@ def _styles(selectors: list[str]) -> dict[str, dict[str, str]]:
             for i, sel in enumerate(selectors)}
 
 
-def _figures(df: pd.DataFrame, out: Path) -> list[str]:
+def _figures(df: pd.DataFrame, summary: pd.DataFrame, out: Path) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -212,7 +384,7 @@ def _figures(df: pd.DataFrame, out: Path) -> list[str]:
     rows = -(-len(METRICS) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols + 2.2 * ncol, 4.0 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, METRICS, strict=False):
-        s = summarize(df, metric)
+        s = summary[summary["metric"] == metric]
         for sel, g in s[s["selector"] != FULL_KEY].groupby("selector"):
             g = g.sort_values("fraction")
             ax.errorbar(g["fraction"], g["mean"], yerr=np.nan_to_num(g["std"]), capsize=3,
@@ -272,11 +444,70 @@ def _model_lines(meta: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _overlap_figure(mats: dict[float, pd.DataFrame], out: Path) -> str | None:
+    """One Jaccard heatmap per fraction, side by side: ``overlap.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mats = {f: m for f, m in mats.items() if not m.empty}
+    if not mats:
+        return None
+    n = max(len(m) for m in mats.values())
+    side = max(4.0, 0.28 * n + 2.0)
+    fig, axes = plt.subplots(1, len(mats), figsize=(side * len(mats), side), squeeze=False)
+    for ax, (frac, m) in zip(axes.flat, sorted(mats.items()), strict=True):
+        im = ax.imshow(m.to_numpy(), vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(m)), m.columns, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(m)), m.index, fontsize=7)
+        ax.set_title(f"Jaccard overlap of subsets, fraction {frac:g}")
+    fig.colorbar(im, ax=list(axes.flat), shrink=0.6)
+    fig.savefig(out / "overlap.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return "overlap.png"
+
+
+def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any] | None,
+                n_pool: int | None) -> list[str]:
+    if comp.empty:
+        return []
+    extra = [c for c in ("mean_perplexity", "mean_pseudo_perplexity") if c in comp]
+    noisy = "flipped_kept" in comp
+    head = ["selector", "fraction", "rows", *[f"{n} share" for n in label_names], "mean words",
+            *[c.removeprefix("mean_").replace("_", "-") for c in extra]]
+    if noisy:
+        head += ["flipped kept", "flipped % of subset", "removal precision", "removal recall"]
+    lines = ["## What was kept", "",
+             "Subset composition per selector × fraction, averaged over seeds (`kept.csv`)."]
+    if noisy and noise and n_pool:
+        rate = noise["n_flipped"] / n_pool
+        lines += ["", f"Label noise: {noise['n_flipped']:,} of {n_pool:,} pool labels flipped "
+                  f"({rate:.1%}, {noise['kind']}, seed {noise['seed']}); the eval split is clean. A "
+                  f"subset that keeps fewer than {rate:.1%} flipped rows filtered noise; removal "
+                  f"precision above {rate:.1%} means the removed rows were richer in flips than chance."]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in comp.itertuples(index=False):
+        d = r._asdict()
+        cells = [str(d["selector"]), f"{d['fraction']:g}", f"{d['n_kept']:,.0f}",
+                 *[f"{d[f'share_{n}']:.3f}" for n in label_names], f"{d['mean_words']:.1f}",
+                 *[f"{d[c]:.1f}" for c in extra]]
+        if noisy:
+            cells += [f"{d['flipped_kept']:,.0f}", f"{d['flipped_share']:.1%}",
+                      _fmt(d.get("removal_precision", float("nan")), 3),
+                      _fmt(d.get("removal_recall", float("nan")), 3)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def write_report(study_dir: str | Path) -> Path:
-    """Write ``results.parquet``, ``results.csv``, ``report.md`` and figures under ``<study_dir>/report``.
+    """Write results, ``summary.csv``, ``kept.csv``, ``report.md`` and figures under ``<study_dir>/report``.
 
     Returns the path of ``report.md``.
     """
+    from dataselect.stats import N_BOOT
+    from dataselect.subsets import composition_table, jaccard_matrix, overlap_flags, subsets_at
+
     study = Path(study_dir)
     meta_path = study / "study.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -287,43 +518,102 @@ def write_report(study_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
-    figs = _figures(df, out) if not df.empty else []
 
     cfg = meta.get("config") or {}
     trainer = cfg.get("trainer") or {}
     ds = meta.get("dataset") or {}
     n_ok = int((df["status"] == STATUS_OK).sum()) if not df.empty else 0
     n_err = int((df["status"] == "ERROR").sum()) if not df.empty else 0
-    expected = meta.get("n_trials")
+    ok = df[df["status"] == STATUS_OK] if not df.empty else df
+    trials = ok["trial"].tolist() if n_ok else []
+    preds = load_trial_frames(study, trials, "predictions.parquet")
+    kept = load_trial_frames(study, trials, "kept.parquet")
+    names = label_names or [str(i) for i in range(2)]
+    summary = summary_table(df, preds, max(len(names), 2)) if n_ok else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    summary.to_csv(out / "summary.csv", index=False)
+    figs = _figures(df, summary, out) if n_ok else []
+
+    noise = meta.get("label_noise")
+    n_pool = ds.get("n_pool")
+    comp = composition_table(ok, kept, names, n_pool=n_pool,
+                             n_flipped_pool=noise.get("n_flipped") if noise else None) if kept else pd.DataFrame()
+    comp.to_csv(out / "kept.csv", index=False)
+    mats, flags, overlap_seed = {}, [], {}
+    for frac in sorted(set(ok["fraction"])) if n_ok else []:
+        if frac == 1.0:
+            continue
+        subs, sd = subsets_at(ok, kept, frac)
+        mats[frac] = jaccard_matrix(subs)
+        overlap_seed[frac] = sd
+        flags += [(frac, a, b, j) for a, b, j in overlap_flags(mats[frac])]
+    if mats:
+        pd.concat({f"{f:g}": m for f, m in mats.items() if not m.empty}, names=["fraction", "selector"]
+                  ).to_csv(out / "overlap.csv")
+    ov_fig = _overlap_figure(mats, out) if mats else None
+
     seeds = (cfg.get("grid") or {}).get("seeds")
     mode = trainer.get("mode", "?")
+    feats = meta.get("probe_features") or trainer.get("probe_features") or "embedding"
     how = (f"fine-tuned `{trainer.get('model')}`" if mode == "finetune"
            else f"`{trainer.get('probe')}` probe (C={trainer.get('probe_c')}) on frozen "
-                f"`{(cfg.get('features') or {}).get('encoder')}` embeddings")
-    lines = [
-        f"# Study `{meta.get('name', study.name)}`",
-        "",
+                f"`{(cfg.get('features') or {}).get('encoder')}` embeddings (`{feats}`"
+                f"{', L2-normalised' if feats == 'embedding_norm' else ', raw mean-pooled'})")
+    budgets = {float(f): int(b) for f, b in ok.groupby("fraction")["budget"].first().items()
+               if pd.notna(b)} if n_ok else {}
+    lines = [f"# Study `{meta.get('name', study.name)}`", ""]
+    if n_ok:
+        lines += ["**Conclusion.**", "", *conclusions(summary, budgets), ""]
+    noise_line = (f"- Label noise: {noise['n_flipped']:,} pool labels flipped ({noise['kind']}, rate "
+                  f"{noise['rate']:g}, seed {noise['seed']}) before features and selection; the eval "
+                  "split is untouched." if noise else None)
+    lines += [
+        "## Setup", "",
         f"- Trainer: {how}.",
         f"- Pool: {ds.get('n_pool', '?')} training rows from `{ds.get('source', '?')}`; "
         f"eval: {ds.get('n_eval', '?')} rows; classes {ds.get('label_names', '?')}.",
+        *([noise_line] if noise_line else []),
         f"- Seeds: {len(seeds) if seeds else '?'} ({seeds}); fractions {(cfg.get('grid') or {}).get('fractions')}.",
-        f"- Trials: {len(df)} found of {expected if expected is not None else '?'} expected; "
-        f"{n_ok} finished, {n_err} failed, {len(df) - n_ok - n_err} incomplete.",
+        f"- Trials: {len(df)} found of {meta.get('n_trials', '?')} expected; "
+        f"{n_ok} finished, {n_err} failed, {len(df) - n_ok - n_err} incomplete; "
+        f"{len(preds)} with per-row predictions.",
         *_model_lines(meta),
         "",
-        "Statistics: mean ± sample std (ddof=1) over seeds. Δ vs random = mean of seed-matched "
-        "differences with the `random` selector at the same fraction; p = two-sided paired t-test "
-        "(`scipy.stats.ttest_rel`) over those pairs, `n/a` with fewer than 2 pairs (or identical "
-        "differences). No multiple-comparison correction; with few seeds the test has little power.",
+        "## Statistics", "",
+        "Mean ± sample std (ddof=1) over seeds. Δ = mean over seed-matched pairs of (selector − "
+        "`random` at the same fraction) on the whole eval set. The 95 % interval and p (bootstrap) "
+        f"come from a paired bootstrap with {N_BOOT:,} resamples that draws seeds *and* eval rows "
+        "with replacement, scoring both arms on the same resampled rows (Efron & Tibshirani 1993; "
+        "Dror et al., ACL 2018); p is two-sided, from the bootstrap distribution shifted to the null. "
+        "p (paired t) is the seed-paired t-test alone, which ignores eval-set noise. p (Holm) "
+        "adjusts the bootstrap p over all selectors of one metric and fraction (Holm 1979); "
+        "**bold** Δ = Holm-adjusted p < 0.05. Seed-free selectors give the same subset for every "
+        "seed, so their spread is the trainer's alone.",
+        "",
+        "Power (accuracy):",
+        "",
+        *(power_lines(summary) or ["- n/a (no bootstrap comparisons)"]),
         "",
         "## Results",
         "",
     ]
     if n_ok:
         for metric in METRICS:
-            lines += _metric_table(df, metric)
+            lines += _metric_table(summary, metric)
+        lines += _kept_lines(comp, names, noise, n_pool)
+        if mats:
+            lines += ["### Overlap between selectors' subsets", "",
+                      "Jaccard |A ∩ B| / |A ∪ B| of the row sets at each fraction (seed "
+                      f"{', '.join(f'{f:g}: {s}' for f, s in overlap_seed.items())}); all pairs in "
+                      "`overlap.csv`."]
+            if flags:
+                lines += ["", "Pairs whose subsets are identical or overlap > 90 %:", "",
+                          "| fraction | selector A | selector B | Jaccard |", "|---|---|---|---|"]
+                lines += [f"| {f:g} | {a} | {b} | {j:.3f}{' (identical)' if j == 1.0 else ''} |"
+                          for f, a, b, j in flags]
+            else:
+                lines += ["", "No two selectors' subsets overlap by more than 90 %."]
+            lines += ["", f"![{ov_fig}]({ov_fig})" if ov_fig else "", ""]
         lines += ["## Figures", ""] + [f"![{f}]({f})" for f in figs] + [""]
-        ok = df[df["status"] == STATUS_OK]
         skew = ok[ok["missing_classes"].fillna("[]") != "[]"]
         if not skew.empty:
             lines += ["## Subsets missing a class", "",
@@ -338,7 +628,8 @@ def write_report(study_dir: str | Path) -> Path:
             err = (r.error or "").replace("|", "\\|")
             lines.append(f"| {r.trial} | {r.status} | {err} |")
         lines.append("")
-    lines += ["Per-trial rows: `results.csv` / `results.parquet`. TensorBoard: "
+    lines += ["Files: `results.csv` (one row per trial), `summary.csv` (every comparison), `kept.csv`, "
+              "`overlap.csv`. TensorBoard: "
               f"`tensorboard --logdir {study / 'tensorboard'}`.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

@@ -44,6 +44,7 @@ import typer
 
 from dataselect.config import StudyConfig, TrainerConfig
 from dataselect.select_stage import CellKey, SelectionResult, grid_specs, run_select_stage
+from dataselect.train import PREDICTIONS_KEY, EvalPredictions
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def trial_name_for(selector: str, fraction: float, seed: int) -> str:
 
 
 def _trial_name(trial: Any) -> str:
-    c = trial.config
+    c = trial.config.get("run", trial.config)
     return trial_name_for(c["cell"]["selector"], c["cell"]["fraction"], c["seed"])
 
 
@@ -99,6 +100,7 @@ def run_trial(
     from dataselect.manifest import read_manifest
     from dataselect.train import finetune, probe
 
+    config = config.get("run", config)  # a grid with a seed-limited whole-pool reference nests it
     cell, seed = config["cell"], int(config["seed"])
     name = trial_name_for(cell["selector"], cell["fraction"], seed)
     sel = selections[_cell_id(cell["selector"], cell["fraction"], seed)]
@@ -111,7 +113,7 @@ def run_trial(
     cached = trial_dir / "result.json"
     if cached.is_file():
         prev = json.loads(cached.read_text())
-        if prev.get("config_hash") == chash:
+        if prev.get("config_hash") == chash and trial_files_current(trial_dir, chash):
             log.info("trial %s: reusing finished result (%s)", name, cached)
             tune.report(prev["result"])
             return
@@ -130,16 +132,17 @@ def run_trial(
     logdir = study / "tensorboard" / name
     shutil.rmtree(logdir, ignore_errors=True)  # a relaunched trial starts a clean run
     hp = {"selector": cell["selector"], "fraction": cell["fraction"]}
+    evalf = pd.read_parquet(inputs / "eval.parquet")
     if tcfg.mode == "probe":
         emb = np.load(inputs / "pool_embedding.npy", mmap_mode="r")
         eval_emb = np.load(inputs / "eval_embedding.npy")
-        eval_labels = pd.read_parquet(inputs / "eval.parquet", columns=["label"])["label"].to_numpy()
         res = probe(np.asarray(emb[np.sort(pos)]), pool["label"].to_numpy()[np.sort(pos)], eval_emb,
-                    eval_labels, tcfg, seed=seed, num_labels=num_labels, logdir=logdir, hparams=hp)
+                    evalf["label"].to_numpy(), tcfg, seed=seed, num_labels=num_labels, logdir=logdir,
+                    hparams=hp)
     else:
-        evalf = pd.read_parquet(inputs / "eval.parquet")
         res = finetune(pool.iloc[pos].reset_index(drop=True), evalf, tcfg, num_labels=num_labels,
                        seed=seed, logdir=logdir, progress=False, hparams=hp)
+    write_trial_files(trial_dir, chash, evalf, res.pop(PREDICTIONS_KEY), pool.iloc[pos])
     import ray
 
     # Fraction and metrics first: Tune's status table shows a trial's first four numbers.
@@ -177,7 +180,8 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
         run_trial(config, **kwargs)
         return
     except Exception as err:  # noqa: BLE001 - every in-trial error is the trial's own
-        cell, seed = config["cell"], int(config["seed"])
+        run = config.get("run", config)
+        cell, seed = run["cell"], int(run["seed"])
         name = trial_name_for(cell["selector"], cell["fraction"], seed)
         msg = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
         trial_dir = Path(kwargs["study_dir"]) / "trials" / name
@@ -186,6 +190,54 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
         log.error("trial %s failed (not retried): %s", name, msg)
     tune.report({"trial_error": msg[:500], "selector": cell["selector"], "fraction": cell["fraction"]})
     raise TrialError(f"trial {name}: {msg}")
+
+
+PREDICTIONS_FILE = "predictions.parquet"
+KEPT_FILE = "kept.parquet"
+
+
+def write_trial_files(trial_dir: Path, chash: str, evalf: pd.DataFrame, preds: EvalPredictions,
+                      kept: pd.DataFrame) -> None:
+    """Per-row evidence of one trial, each file atomic and stamped with the trial's config hash.
+
+    ``predictions.parquet``: ``id``, ``label``, ``pred``, ``prob_<k>`` per eval
+    row (the report's bootstrap resamples these). ``kept.parquet``: the
+    subset in pick order with the pool columns the sweep stored (``label``,
+    ``original_label`` under label noise, ``n_words``, ``perplexity``...).
+    """
+    table = {"id": evalf["id"].to_numpy(np.int64), "label": evalf["label"].to_numpy(np.int64),
+             "pred": np.asarray(preds.pred, np.int64)}
+    if preds.proba is not None and preds.proba.size:
+        for k in range(preds.proba.shape[1]):
+            table[f"prob_{k}"] = np.asarray(preds.proba[:, k], np.float32)
+    _write_stamped(trial_dir / PREDICTIONS_FILE, pd.DataFrame(table), chash)
+    cols = [c for c in kept.columns if c != "text"]
+    _write_stamped(trial_dir / KEPT_FILE, kept[cols].reset_index(drop=True), chash)
+
+
+def _write_stamped(path: Path, df: pd.DataFrame, chash: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tbl = pa.Table.from_pandas(df, preserve_index=False)
+    tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), b"dataselect_config_hash": chash.encode()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(tbl, tmp)
+    os.replace(tmp, path)
+
+
+def trial_files_current(trial_dir: Path, chash: str) -> bool:
+    """Both per-row files exist and carry ``chash`` (else the trial runs again)."""
+    import pyarrow.parquet as pq
+
+    for name in (PREDICTIONS_FILE, KEPT_FILE):
+        try:
+            meta = pq.read_schema(trial_dir / name).metadata or {}
+        except (OSError, ValueError):
+            return False
+        if meta.get(b"dataselect_config_hash", b"").decode() != chash:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- stages
@@ -211,15 +263,34 @@ def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np
     eval_emb = None
     if cfg.trainer.mode == "probe":
         ev = compute_features(ds.eval, cfg.features, store, which={"embedding"})
-        eval_emb = np.asarray(ev["embedding"], dtype=np.float32)
+        eval_emb = np.asarray(ev[probe_column(cfg, ev)], dtype=np.float32)
     return table, str(pool.fingerprint), eval_emb
 
 
+def probe_column(cfg: StudyConfig, table: Any) -> str:
+    """The feature column a probe trains on: ``trainer.probe_features`` if stored, else ``embedding``."""
+    want = cfg.trainer.probe_features
+    if want in table:
+        return want
+    log.warning("trainer.probe_features=%s is not in the feature store (features.normalize: false?); "
+                "the probe uses raw 'embedding'", want)
+    return "embedding"
+
+
+_KEPT_FEATURES = ("perplexity", "pseudo_perplexity")
+"""Pool feature columns copied next to the rows, so each trial's ``kept.parquet`` holds them."""
+
+
 def _write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: np.ndarray | None,
-                  features_fp: str) -> str:
-    """Rows and embeddings the trials read; rewritten only when their key changes."""
+                  features_fp: str, probe_col: str | None = None) -> str:
+    """Rows and embeddings the trials read; rewritten only when their key changes.
+
+    ``pool.parquet`` also carries what the report describes subsets by:
+    ``n_words`` (whitespace tokens), ``original_label`` under label noise,
+    and perplexity columns when computed.
+    """
     key = _config_hash({"v": _INPUTS_VERSION, "data": ds.fingerprint, "features": features_fp,
-                        "probe": eval_emb is not None})
+                        "probe": eval_emb is not None, "probe_col": probe_col})
     inputs = study / "inputs"
     stamp = inputs / "inputs.json"
     if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
@@ -227,17 +298,38 @@ def _write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: 
     inputs.mkdir(parents=True, exist_ok=True)
     if not np.array_equal(np.asarray(table["id"]), ds.train["id"].to_numpy()):
         raise RuntimeError("feature table rows are not aligned with the dataset's train pool")
-    ds.train[["id", "text", "label"]].to_parquet(inputs / "pool.parquet", index=False)
+    pool = ds.train[["id", "text", "label"]].copy()
+    if ds.noise is not None:
+        orig = pool["label"].to_numpy().copy()
+        at = pd.Index(pool["id"]).get_indexer(ds.noise["id"])
+        orig[at] = ds.noise["original_label"].to_numpy()
+        pool["original_label"] = orig
+    pool["n_words"] = pool["text"].str.split().str.len().astype(np.int32)
+    for col in _KEPT_FEATURES:
+        if col in table:
+            pool[col] = np.asarray(table[col], dtype=np.float32)
+    pool.to_parquet(inputs / "pool.parquet", index=False)
     ds.eval[["id", "text", "label"]].to_parquet(inputs / "eval.parquet", index=False)
     if eval_emb is not None:
-        np.save(inputs / "pool_embedding.npy", np.asarray(table["embedding"], dtype=np.float32))
+        np.save(inputs / "pool_embedding.npy", np.asarray(table[probe_col or "embedding"], dtype=np.float32))
         np.save(inputs / "eval_embedding.npy", eval_emb)
     _atomic_write_text(stamp, json.dumps({"key": key}))
     return key
 
 
+def _write_label_noise(study: Path, ds: Any) -> None:
+    """``label_noise.parquet`` (``id``, ``original_label``, ``noisy_label``) when the pool is noisy."""
+    path = study / "label_noise.parquet"
+    if ds.noise is None:
+        path.unlink(missing_ok=True)  # a clean re-run of a once-noisy study
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    ds.noise.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
-                      selections: dict[CellKey, SelectionResult]) -> None:
+                      selections: dict[CellKey, SelectionResult], probe_col: str | None = None) -> None:
     """What the report must state honestly: models, stand-ins, pool size, seeds."""
     from dataselect.config import DEFAULT_CAUSAL_LM, DEFAULT_ENCODER
 
@@ -269,6 +361,9 @@ def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
             "LM judge": describe(cfg.features.judge_model or cfg.features.perplexity_model,
                                  DEFAULT_CAUSAL_LM) if cfg.features.llm_judge else None,
         },
+        "probe_features": probe_col,
+        "label_noise": None if ds.noise is None else {
+            **cfg.dataset.label_noise.model_dump(mode="json"), "n_flipped": len(ds.noise)},
         "n_trials": n_trials,
         "selections": [r.to_dict() for r in selections.values()],
     }
@@ -289,6 +384,16 @@ def _wait_for_free_cpus(timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
         time.sleep(0.25)
+
+
+def trial_runs(cfg: StudyConfig, cells: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """(cell, seed) of every trial: the full grid, less whole-pool seeds past ``full_reference_seeds``."""
+    from dataselect.select_stage import FULL_KEY
+
+    n_full = cfg.grid.full_reference_seeds
+    full_seeds = set(cfg.grid.seeds[:n_full] if n_full is not None else cfg.grid.seeds)
+    return [(c, sd) for c in cells for sd in cfg.grid.seeds
+            if c["selector"] != FULL_KEY or sd in full_seeds]
 
 
 def _tune_env() -> None:
@@ -347,14 +452,17 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     cfg = resolve_standins(cfg, ds)
     with stage("features", study, logfile):
         table, features_fp, eval_emb = _features(cfg, ds)
-    inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp)
+    probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
+    inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
+    _write_label_noise(study, ds)
     with stage("select", study, logfile):
         selections = run_select_stage(cfg, table, features_fingerprint=features_fp,
                                       manifest_dir=study / "manifests")
     del table
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]
-    _write_study_meta(declared, ds, study, len(cells) * len(cfg.grid.seeds), selections)
+    runs = trial_runs(cfg, cells)
+    _write_study_meta(declared, ds, study, len(runs), selections, probe_col)
 
     sel_map = {_cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
                               "budget": r.budget, "error": r.error}
@@ -383,7 +491,9 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
             exp_dir.rename(old)
         tuner = tune.Tuner(
             trainable,
-            param_space={"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))},
+            param_space=({"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))}
+                         if len(runs) == len(cells) * len(cfg.grid.seeds)
+                         else {"run": tune.grid_search([{"cell": c, "seed": sd} for c, sd in runs])}),
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=cfg.ray.max_concurrent_trials,
                 # Every trial asks for the same resources, so one actor can run many
@@ -398,7 +508,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                 # off for a trial that reported its own error (run_trial_reported).
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
                                                   fail_fast=False),
-                callbacks=[NoRetryOnOwnError(), TrialLines(len(cells) * len(cfg.grid.seeds))],
+                callbacks=[NoRetryOnOwnError(), TrialLines(len(runs))],
                 verbose=1,
             ),
         )

@@ -27,6 +27,7 @@ import random
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,14 +113,32 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
     return enc["input_ids"]
 
 
+PREDICTIONS_KEY = "eval_predictions"
+"""Result key of the trainers' per-row eval predictions (an :class:`EvalPredictions`)."""
+
+
+@dataclass(frozen=True)
+class EvalPredictions:
+    """Per-row eval output of one trained classifier, in eval-row order.
+
+    Kept so the report can resample eval rows (paired bootstrap) and compare
+    arms row by row; aggregate metrics alone cannot be resampled.
+    """
+
+    pred: np.ndarray
+    """(m,) int64 predicted class ids."""
+    proba: np.ndarray | None
+    """(m, K) float32 class probabilities, or None when the head has none."""
+
+
 def predict(
     model: Any, tokenizer: Any, texts: Sequence[str], *, batch_size: int, max_length: int,
-    device: str, bf16: bool = False,
-) -> np.ndarray:
-    """Predicted class ids, in input order, with length-sorted eval batches.
+    device: str, bf16: bool = False, with_proba: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Predicted class ids (and with ``with_proba`` softmax probabilities), in input order.
 
-    Sorting by length (longest first, so an out-of-memory shows at once)
-    makes each batch pad only to its neighbours' length.
+    Eval batches are length-sorted (longest first, so an out-of-memory shows
+    at once): each batch pads only to its neighbours' length.
     """
     import torch
 
@@ -128,13 +147,20 @@ def predict(
     order = np.argsort(-lengths, kind="stable")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     out = np.empty(len(ids), dtype=np.int64)
+    probs: np.ndarray | None = None
     model.eval()
     with torch.inference_mode(), _autocast(device, bf16):
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             input_ids, mask = _collate(ids, rows, pad_id)
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            out[rows] = logits.float().argmax(-1).cpu().numpy()
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+            out[rows] = logits.argmax(-1).cpu().numpy()
+            if with_proba:
+                if probs is None:
+                    probs = np.empty((len(ids), logits.shape[-1]), dtype=np.float32)
+                probs[rows] = torch.softmax(logits, -1).cpu().numpy()
+    if with_proba:
+        return out, probs if probs is not None else np.empty((0, 0), np.float32)
     return out
 
 
@@ -230,7 +256,7 @@ def finetune(
     train_df, eval_df : DataFrame with ``text`` (str) and ``label`` (int in ``0..num_labels-1``)
     cfg : TrainerConfig
         ``model``, ``learning_rate``, ``weight_decay``, ``epochs`` (may be
-        fractional), ``batch_size``, ``eval_batch_size``, ``max_length``,
+        fractional; at least ``min_steps`` steps are taken), ``batch_size``, ``eval_batch_size``, ``max_length``,
         ``warmup_ratio`` (linear warm-up, then linear decay), ``device``.
     num_labels : int
         Size of the classifier head (K), also when a class is absent from ``train_df``.
@@ -279,7 +305,7 @@ def finetune(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
-    total = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    total = max(1, math.ceil(cfg.epochs * steps_per_epoch), cfg.min_steps)
     warmup = int(cfg.warmup_ratio * total)
     no_decay = ("bias", "LayerNorm.weight", "layernorm.weight", "norm.weight")
     groups = [
@@ -324,12 +350,12 @@ def finetune(
     train_s = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    pred = predict(model, tokenizer, eval_df["text"].tolist(), batch_size=cfg.eval_batch_size,
-                   max_length=cfg.max_length, device=device, bf16=bf16)
+    pred, proba = predict(model, tokenizer, eval_df["text"].tolist(), batch_size=cfg.eval_batch_size,
+                          max_length=cfg.max_length, device=device, bf16=bf16, with_proba=True)
     eval_s = time.perf_counter() - t1
     metrics = classification_metrics(eval_df["label"].to_numpy(np.int64), pred, num_labels)
     result = _result(
-        "finetune", cfg.model, seed, metrics, summary, pred, num_labels,
+        "finetune", cfg.model, seed, metrics, summary, pred, num_labels, proba=proba,
         train_loss=float(np.mean(epoch_losses)) if epoch_losses else float("nan"), steps=step,
         train_seconds=train_s, eval_seconds=eval_s,
         train_examples_per_second=seen / train_s if train_s > 0 else float("nan"),
@@ -348,16 +374,18 @@ def finetune(
 
 
 def _result(mode: str, model: str, seed: int, metrics: dict[str, Any], summary: dict[str, Any],
-            pred: np.ndarray, num_labels: int, **extra: Any) -> dict[str, Any]:
+            pred: np.ndarray, num_labels: int, *, proba: np.ndarray | None, **extra: Any) -> dict[str, Any]:
     """The result dict both trainers return: metrics, subset summary, predictions, timings."""
     return {"mode": mode, "model": model, "seed": seed, **metrics, **summary, "n_eval": len(pred),
-            "pred_counts": np.bincount(pred, minlength=num_labels).tolist(), **extra}
+            "pred_counts": np.bincount(pred, minlength=num_labels).tolist(), **extra,
+            PREDICTIONS_KEY: EvalPredictions(pred, proba)}
 
 
 def _hparams(cfg: TrainerConfig, seed: int, n_train: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
     hp: dict[str, Any] = {"mode": cfg.mode, "model": cfg.model, "seed": seed, "n_train": n_train}
     if cfg.mode == "finetune":
         hp.update(learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                  min_steps=cfg.min_steps,
                   batch_size=cfg.batch_size, max_length=cfg.max_length, warmup_ratio=cfg.warmup_ratio)
     else:
         hp.update(probe=cfg.probe, probe_c=cfg.probe_c)
@@ -374,6 +402,11 @@ class _Constant:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.full(len(x), self.label, dtype=np.int64)
+
+    def proba(self, x: np.ndarray, num_labels: int) -> np.ndarray:
+        out = np.zeros((len(x), num_labels), dtype=np.float32)
+        out[:, self.label] = 1.0
+        return out
 
 
 def probe(
@@ -457,10 +490,15 @@ def probe(
         board.scalar("train/loss", v, i)
     t1 = time.perf_counter()
     pred = np.asarray(head.predict(xe), dtype=np.int64)
+    if isinstance(head, _Constant):
+        proba = head.proba(xe, k)
+    else:  # columns of predict_proba are head.classes_, a subset of 0..k-1
+        proba = np.zeros((len(xe), k), dtype=np.float32)
+        proba[:, head.classes_] = head.predict_proba(xe)
     eval_s = time.perf_counter() - t1
     metrics = classification_metrics(ye, pred, k)
     result = _result(
-        "probe", cfg.probe, seed, metrics, summary, pred, k,
+        "probe", cfg.probe, seed, metrics, summary, pred, k, proba=proba,
         train_loss=losses[-1] if losses else float("nan"), steps=len(losses),
         train_seconds=train_s, eval_seconds=eval_s, degenerate=len(present) < 2, converged=converged,
     )

@@ -14,7 +14,9 @@ from dataselect.selectors import (  # noqa: F401  (importing fills the registry)
     judge,
     kcenter,
     kmeans,
+    lowbudget,
     perplexity,
+    pruning,
     selffilter,
     uncertainty,
 )

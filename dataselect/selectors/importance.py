@@ -241,6 +241,17 @@ class EL2N(_HeadScores):
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
+        scores = self.row_scores(features, n, rng)
+        return self._pick(scores, budget, np.arange(n),
+                          {"n_runs": self.n_runs, "epochs": self.epochs})
+
+    def row_scores(
+        self, features: dict[str, np.ndarray], n: int, rng: np.random.Generator
+    ) -> np.ndarray:
+        """EL2N of every row, shape (n,), read-only; draws the run seeds from ``rng``.
+
+        Also the difficulty behind ``ccs`` and ``d2`` (``score="el2n"``).
+        """
         seeds = rng.integers(0, 2**63 - 1, size=self.n_runs).tolist()
 
         def compute() -> np.ndarray:
@@ -251,11 +262,9 @@ class EL2N(_HeadScores):
                     total += el2n_scores(predict_proba(self._train(x, y, k, s), x), y)
             return total / self.n_runs
 
-        # Budget- and keep-independent: el2n and el2n-easy at every fraction share it.
-        scores = memoized("el2n", (features["embedding"], features["label"]),
-                          (seeds, self.hidden, self.epochs, self.batch_size, self.lr), compute)
-        return self._pick(scores, budget, np.arange(n),
-                          {"n_runs": self.n_runs, "epochs": self.epochs})
+        # Budget- and keep-independent: el2n, el2n-easy, ccs and d2 at every fraction share it.
+        return memoized("el2n", (features["embedding"], features["label"]),
+                        (seeds, self.hidden, self.epochs, self.batch_size, self.lr), compute)
 
 
 def el2n_scores(probs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -316,27 +325,44 @@ class Forgetting(_HeadScores):
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
-        x, y, k = self._prepare(features)
-        seed = int(rng.integers(2**63 - 1))
+        scores, events = self.row_scores(features, n, rng)
         tiebreak = rng.permutation(n)
-        with torch_single_thread():
-            if self.mode == "mini":
-                acc = np.zeros((self.epochs, n), dtype=bool)
-
-                def snapshot(epoch: int, params: Params) -> None:
-                    acc[epoch] = predict_proba(params, x).argmax(axis=1) == y
-
-                self._train(x, y, k, seed, on_epoch=snapshot)
-                events, learned = count_forgetting(acc)
-            else:
-                tracker = ForgettingTracker(n)
-                self._train(x, y, k, seed,
-                            on_batch=lambda _e, rows, correct, _p: tracker.update(rows, correct))
-                events, learned = tracker.events, tracker.learned
-        scores = np.where(learned, events.astype(np.float64), np.inf)
+        learned = np.isfinite(scores)
         return self._pick(scores, budget, tiebreak, {
             "mode": self.mode, "epochs": self.epochs, "never_learned": int((~learned).sum()),
             "unforgettable": int((learned & (events == 0)).sum())})
+
+    def row_scores(
+        self, features: dict[str, np.ndarray], n: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Forgetting score of every row (``inf``: never learned) and the raw
+        event counts, both (n,) and read-only; draws the head seed from ``rng``.
+
+        Also the difficulty behind ``ccs`` and ``d2`` (``score="forgetting"``).
+        """
+        seed = int(rng.integers(2**63 - 1))
+
+        def compute() -> tuple[np.ndarray, np.ndarray]:
+            x, y, k = self._prepare(features)
+            with torch_single_thread():
+                if self.mode == "mini":
+                    acc = np.zeros((self.epochs, n), dtype=bool)
+
+                    def snapshot(epoch: int, params: Params) -> None:
+                        acc[epoch] = predict_proba(params, x).argmax(axis=1) == y
+
+                    self._train(x, y, k, seed, on_epoch=snapshot)
+                    events, learned = count_forgetting(acc)
+                else:
+                    tracker = ForgettingTracker(n)
+                    self._train(x, y, k, seed,
+                                on_batch=lambda _e, rows, correct, _p: tracker.update(rows, correct))
+                    events, learned = tracker.events, tracker.learned
+            return np.where(learned, events.astype(np.float64), np.inf), events
+
+        return memoized("forgetting", (features["embedding"], features["label"]),
+                        (seed, self.mode, self.hidden, self.epochs, self.batch_size, self.lr),
+                        compute)
 
 
 def count_forgetting(acc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

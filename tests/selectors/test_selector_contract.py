@@ -21,9 +21,10 @@ from dataselect.selectors import (
     get_selector,
 )
 
-ALL = ["cleanlab", "consistency", "el2n", "entropy", "forgetting", "full", "fusion", "grand",
-       "herding", "kcenter", "kmeans", "llm_judge", "perplexity", "pipeline", "pseudo_perplexity",
-       "random", "self_filter", "semantic_lexical", "stratified_coreset", "wordpiece_ratio"]
+ALL = ["ccs", "cleanlab", "consistency", "d2", "el2n", "entropy", "forgetting", "full", "fusion",
+       "grand", "herding", "kcenter", "kmeans", "llm_judge", "perplexity", "pipeline", "probcover",
+       "pseudo_perplexity", "random", "self_filter", "semantic_lexical", "stratified_coreset",
+       "typiclust", "wordpiece_ratio"]
 
 
 def _toy(n=50, d=4, seed=0):
@@ -43,9 +44,12 @@ def _toy(n=50, d=4, seed=0):
 _HEAD = {"hidden": 4, "epochs": 2}
 _PARAMS = {
     "kmeans": {"n_clusters": 5},
+    "probcover": {"n_clusters": 3},
     "grand": {"hidden": 4, "n_inits": 1},
     "el2n": {**_HEAD, "n_runs": 1},
     "forgetting": _HEAD,
+    "ccs": {"score_params": {**_HEAD, "n_runs": 1}},
+    "d2": {"score_params": {**_HEAD, "n_runs": 1}},
     "pipeline": {"stages": [{"name": "kcenter", "keep": 0.8}, {"name": "herding"}]},
     "fusion": {"members": [{"name": "el2n", "params": {**_HEAD, "n_runs": 1}},
                            {"name": "kcenter", "rows": "budget", "weight": 0.5}]},
@@ -84,7 +88,7 @@ def test_bad_seed():
         get_selector("random").select(_toy(), 5, -1)
 
 
-@pytest.mark.parametrize("name", ["kcenter", "kmeans", "herding"])
+@pytest.mark.parametrize("name", ["kcenter", "kmeans", "herding", "typiclust", "probcover"])
 def test_nan_inf_and_empty_dims_in_embedding(name):
     f = _toy()
     f["embedding"][7, 2] = np.nan
@@ -108,7 +112,8 @@ def test_nan_in_perplexity_and_mismatched_lengths():
 
 
 @pytest.mark.parametrize("name,missing", [("kcenter", "embedding"), ("kmeans", "embedding"),
-                                          ("herding", "embedding"), ("perplexity", "perplexity")])
+                                          ("herding", "embedding"), ("perplexity", "perplexity"),
+                                          ("typiclust", "embedding"), ("ccs", "embedding")])
 def test_missing_feature_is_named(name, missing):
     with pytest.raises(FeatureError, match=rf"needs features \['{missing}'\]"):
         get_selector(name).select({"label": np.zeros(10)}, 2, 0)
@@ -152,7 +157,7 @@ def test_dataframe_features_work():
 def test_same_seed_same_picks_different_seed_different_picks():
     f = _toy(n=500, d=8)
     for name in ["random", "kcenter", "kmeans", "perplexity", "semantic_lexical", "grand", "el2n",
-                 "forgetting", "pipeline", "fusion"]:
+                 "forgetting", "pipeline", "fusion", "typiclust", "probcover", "ccs", "d2"]:
         s = get_selector(name, **_params(name))
         assert np.array_equal(s.select(f, 40, 1).indices, s.select(f, 40, 1).indices)
         assert not np.array_equal(s.select(f, 40, 1).indices, s.select(f, 40, 2).indices)
@@ -190,7 +195,8 @@ def test_determinism_across_processes(sst2_features, tmp_path):
     [("herding", {}), ("full", {}), ("herding", {"per_class": "balanced"}),
      ("perplexity", {"rank_by": "token_count"}), ("stratified_coreset", {}),
      ("pipeline", {"stages": [{"name": "stratified_coreset", "keep": 0.5}, {"name": "herding"}]}),
-     ("fusion", {"members": [{"name": "herding", "rows": "budget"}, {"name": "stratified_coreset"}]})],
+     ("fusion", {"members": [{"name": "herding", "rows": "budget"}, {"name": "stratified_coreset"}]}),
+     ("d2", {"score": "column:perplexity"})],
 )
 def test_unseeded_selectors_ignore_the_seed(sst2_features, name, params):
     # The select stage shares one manifest across seeds for these: that is
@@ -206,7 +212,11 @@ def test_unseeded_selectors_ignore_the_seed(sst2_features, name, params):
                                               ("perplexity", {}), ("semantic_lexical", {}),
                                               ("grand", {"hidden": 8, "n_inits": 1}),
                                               ("el2n", {"hidden": 8, "epochs": 2, "n_runs": 1}),
-                                              ("forgetting", {"hidden": 8, "epochs": 3})])
+                                              ("forgetting", {"hidden": 8, "epochs": 3}),
+                                              ("typiclust", {}), ("probcover", {}),
+                                              ("ccs", {"score": "margin"}),
+                                              ("d2", {"score_params": {"hidden": 8, "epochs": 2,
+                                                                       "n_runs": 1}})])
 def test_seeded_selectors_use_the_seed(sst2_features, name, params):
     sel = get_selector(name, **params)
     assert sel.seeded is True

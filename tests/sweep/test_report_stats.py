@@ -41,18 +41,19 @@ def test_summary_matches_direct_computation(seed):
     k = ok[(ok["selector"] == "kcenter") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
     r = ok[(ok["selector"] == "random") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
     row = s.loc[("kcenter", 0.1)]
-    assert row["n"] == 4 and row["n_pairs"] == 4  # the errored seed-9 trial is left out
+    assert row["n_seeds"] == 4 and row["n_pairs"] == 4  # the errored seed-9 trial is left out
     assert row["mean"] == pytest.approx(k.mean()) and row["std"] == pytest.approx(k.std(ddof=1))
     assert row["delta"] == pytest.approx((k - r).mean())
-    assert row["p"] == pytest.approx(_paired_t(k, r))
-    assert np.isnan(s.loc[("random", 0.1), "delta"]) and np.isnan(s.loc[("full", 1.0), "p"])
+    assert row["p_t"] == pytest.approx(_paired_t(k, r))
+    assert np.isnan(s.loc[("random", 0.1), "delta"]) and np.isnan(s.loc[("full", 1.0), "p_t"])
+    assert np.isnan(row["p_boot"]) and not row["significant"]  # no per-row predictions given
 
 
 def test_single_pair_gives_no_p_value():
     df = _frame(np.random.default_rng(0))
     df = df[(df["seed"] == 0) | (df["selector"] == "random")]
     row = summarize(df, "accuracy").set_index(["selector", "fraction"]).loc[("kcenter", 0.2)]
-    assert row["n_pairs"] == 1 and np.isfinite(row["delta"]) and np.isnan(row["p"])
+    assert row["n_pairs"] == 1 and np.isfinite(row["delta"]) and np.isnan(row["p_t"])
     assert format_mean_std(row["mean"], row["std"]).endswith("± n/a")
 
 
@@ -63,3 +64,17 @@ def test_budget_rounding_and_grid():
                         "grid": {"fractions": [0.1, 0.5]}}, check_paths=False)
     cells = [(s.key, f) for s, f in grid_specs(cfg)]
     assert cells == [("random", 0.1), ("random", 0.5), ("kc", 0.1), ("kc", 0.5), ("full", 1.0)]
+
+
+def test_trial_runs_limit_only_the_whole_pool_seeds():
+    from dataselect.sweep import trial_runs
+
+    cfg = parse_config({"name": "g", "selectors": [{"name": "random"}],
+                        "grid": {"fractions": [0.1, 0.5], "seeds": [4, 2, 9], "full_reference_seeds": 2}},
+                       check_paths=False)
+    cells = [{"selector": s.key, "fraction": f} for s, f in grid_specs(cfg)]
+    runs = [(c["selector"], c["fraction"], sd) for c, sd in trial_runs(cfg, cells)]
+    assert runs == [("random", 0.1, 4), ("random", 0.1, 2), ("random", 0.1, 9), ("random", 0.5, 4),
+                    ("random", 0.5, 2), ("random", 0.5, 9), ("full", 1.0, 4), ("full", 1.0, 2)]
+    everyone = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"full_reference_seeds": None})})
+    assert len(trial_runs(everyone, cells)) == 9

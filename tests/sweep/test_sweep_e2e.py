@@ -86,8 +86,10 @@ def test_report_agrees_with_results(probe_study):
         cells = _table_row(text, metric, "kcenter", 0.1)
         assert cells[3] == format_mean_std(vals.mean(), vals.std(ddof=1))
         base = df[(df["selector"] == "random") & (df["fraction"] == 0.1)].sort_values("seed")[metric]
-        assert cells[4] == f"{(vals.to_numpy() - base.to_numpy()).mean():+.4f}"
-        assert cells[6] == "2"
+        assert cells[4].strip("*") == f"{(vals.to_numpy() - base.to_numpy()).mean():+.4f}"
+        assert cells[9] == "2"
+        lo, hi = (float(x) for x in cells[5].strip("[]").split(","))
+        assert lo <= float(cells[4].strip("*")) <= hi
     assert "full (whole pool)" in text
     assert "Seeds: 2" in text and "Pool: 240 training rows" in text
     assert "paired t-test" in text and "stand-in" in text  # minilm stands in for ModernBERT
@@ -95,6 +97,27 @@ def test_report_agrees_with_results(probe_study):
         png = report.parent / fig
         assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
         assert f"]({fig})" in text
+
+
+def test_trials_keep_per_row_predictions_and_subsets(probe_study):
+    cfg, report = probe_study
+    df = pd.read_csv(report.parent / "results.csv")
+    ok = df[df["status"] == "TERMINATED"]
+    evalf = pd.read_parquet(cfg.study_dir / "inputs" / "eval.parquet")
+    for r in ok.itertuples():
+        pred = pd.read_parquet(cfg.study_dir / "trials" / r.trial / "predictions.parquet")
+        assert list(pred.columns[:3]) == ["id", "label", "pred"] and {"prob_0", "prob_1"} <= set(pred.columns)
+        assert pred["id"].equals(evalf["id"]) and (pred["label"] == evalf["label"]).all()
+        assert (pred["pred"] == pred["label"]).mean() == pytest.approx(r.accuracy)
+        assert np.allclose(pred[["prob_0", "prob_1"]].sum(axis=1), 1, atol=1e-5)
+        assert (pred[["prob_0", "prob_1"]].to_numpy().argmax(1) == pred["pred"]).all()
+        kept = pd.read_parquet(cfg.study_dir / "trials" / r.trial / "kept.parquet")
+        assert len(kept) == r.n_train and kept["id"].is_unique and "n_words" in kept
+    summary = pd.read_csv(report.parent / "summary.csv")
+    assert set(summary["metric"]) == {"accuracy", "macro_f1", "precision", "recall"}
+    assert summary.loc[summary["selector"] == "kcenter", "p_boot"].notna().all()
+    assert "**Conclusion.**" in report.read_text().split("## Setup")[0]
+    assert "`embedding_norm`, L2-normalised" in report.read_text()
 
 
 def test_tensorboard_runs_hold_trial_scalars(probe_study):
@@ -191,3 +214,14 @@ def test_cli_help():
     out = subprocess.run([sys.executable, "-m", "dataselect.sweep", "--help"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and "--resume" in out.stdout and "--address" in out.stdout
+
+
+def test_whole_pool_reference_on_fewer_seeds(sst2_dir, tmp_path, ray_tmp, ray_local):
+    raw = study_raw(sst2_dir, tmp_path, "fewfull", ray_tmp=ray_tmp, selectors=[{"name": "random"}],
+                    grid={"fractions": [0.25], "seeds": [3, 1], "full_reference": True,
+                          "full_reference_seeds": 1})
+    report = run_sweep(make_cfg(raw))
+    df = pd.read_csv(report.parent / "results.csv")
+    assert sorted(zip(df["selector"], df["seed"], strict=True)) == [("full", 3), ("random", 1), ("random", 3)]
+    assert (df["status"] == "TERMINATED").all()
+    assert "3 found of 3 expected" in report.read_text()

@@ -41,6 +41,15 @@ def test_train_batches_cover_every_row_once_and_bucket():
     assert pad[True] < 0.7 * pad[False]
 
 
+def test_min_steps_trains_small_subsets_longer(sst2_train, sst2_eval):
+    train, evalf = sst2_train.iloc[:16], sst2_eval.iloc[:8]
+    more = finetune(train, evalf, TINY.model_copy(update={"min_steps": 5}), num_labels=2, seed=0,
+                    progress=False)
+    assert more["steps"] == 5  # 1 epoch of 16 rows at batch 16 would be 1 step
+    assert finetune(train, evalf, TINY.model_copy(update={"min_steps": 0}), num_labels=2, seed=0,
+                    progress=False)["steps"] == 1
+
+
 def test_finetune_seeded_metrics_and_tensorboard(sst2_train, sst2_eval, tmp_path):
     train, evalf = sst2_train.iloc[:48], sst2_eval.iloc[:32]
     a = finetune(train, evalf, TINY, num_labels=2, seed=3, logdir=tmp_path / "tb", progress=False,

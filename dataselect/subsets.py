@@ -1,0 +1,115 @@
+"""What each selector kept: composition, label noise it let through, overlap with the others.
+
+A report that only says "selector X scored 0.79" cannot tell a researcher
+*why*. These tables describe the subsets themselves, from each trial's
+``kept.parquet`` (the picked pool rows with ``label``, ``n_words``, and
+``original_label`` / ``perplexity`` when the study has them):
+
+* composition per selector × fraction, averaged over seeds: class shares,
+  mean length in words, mean perplexity;
+* under label noise: flipped rows kept (count and share of the subset)
+  against the pool's rate, and the precision / recall of *removing* flipped
+  rows (removed = pool - subset), the figures a noise filter is judged by;
+* Jaccard overlap ``|A ∩ B| / |A ∪ B|`` between every two selectors' subsets
+  at each fraction (lowest common seed), so two selectors that pick the same
+  rows under different names are flagged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+OVERLAP_FLAG = 0.9
+"""Jaccard above which two selectors' subsets are flagged as (nearly) the same."""
+
+
+def composition(kept: pd.DataFrame, label_names: list[str]) -> dict[str, float]:
+    """Shares, lengths and label noise of one subset (a trial's ``kept.parquet``)."""
+    n = len(kept)
+    labels = kept["label"].to_numpy()
+    row: dict[str, float] = {"n_kept": float(n)}
+    for k, name in enumerate(label_names):
+        row[f"share_{name}"] = float((labels == k).mean()) if n else float("nan")
+    row["mean_words"] = float(kept["n_words"].mean()) if "n_words" in kept and n else float("nan")
+    for col in ("perplexity", "pseudo_perplexity"):
+        if col in kept:
+            row[f"mean_{col}"] = float(kept[col].mean()) if n else float("nan")
+    if "original_label" in kept:
+        flipped = int((kept["original_label"].to_numpy() != labels).sum())
+        row["flipped_kept"] = float(flipped)
+        row["flipped_share"] = flipped / n if n else float("nan")
+    return row
+
+
+def removal_scores(n_pool: int, n_flipped_pool: int, n_kept: float, flipped_kept: float) -> dict[str, float]:
+    """Precision / recall of the removed rows (pool - subset) as a detector of flipped labels."""
+    removed = n_pool - n_kept
+    caught = n_flipped_pool - flipped_kept
+    return {"removal_precision": caught / removed if removed > 0 else float("nan"),
+            "removal_recall": caught / n_flipped_pool if n_flipped_pool > 0 else float("nan")}
+
+
+def composition_table(results: pd.DataFrame, kept: Mapping[str, pd.DataFrame], label_names: list[str],
+                      *, n_pool: int | None = None, n_flipped_pool: int | None = None) -> pd.DataFrame:
+    """One row per selector × fraction: :func:`composition` averaged over the seeds that finished."""
+    rows = []
+    for (sel, frac), g in results.groupby(["selector", "fraction"], sort=True):
+        parts = [composition(kept[t], label_names) for t in g["trial"] if t in kept]
+        if not parts:
+            continue
+        mean = pd.DataFrame(parts).mean(numeric_only=True).to_dict()
+        row = {"selector": sel, "fraction": frac, "n_seeds": len(parts), **mean}
+        if n_pool is not None and n_flipped_pool is not None and "flipped_kept" in mean:
+            row.update(removal_scores(n_pool, n_flipped_pool, mean["n_kept"], mean["flipped_kept"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def jaccard_matrix(subsets: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Pairwise Jaccard overlap of id sets, by one matrix product over membership vectors."""
+    names = list(subsets)
+    if not names:
+        return pd.DataFrame()
+    universe = np.unique(np.concatenate([np.asarray(v, np.int64) for v in subsets.values()]))
+    member = np.zeros((len(names), len(universe)), dtype=np.float32)
+    for i, name in enumerate(names):
+        member[i, np.searchsorted(universe, np.unique(np.asarray(subsets[name], np.int64)))] = 1.0
+    inter = member @ member.T
+    size = member.sum(axis=1)
+    union = size[:, None] + size[None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jac = np.where(union > 0, inter / union, 1.0)
+    return pd.DataFrame(jac, index=names, columns=names)
+
+
+def overlap_flags(jac: pd.DataFrame, threshold: float = OVERLAP_FLAG) -> list[tuple[str, str, float]]:
+    """Pairs ``(a, b, jaccard)`` with a < b whose overlap exceeds ``threshold`` (or is identical)."""
+    out = []
+    names = list(jac.index)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            j = float(jac.loc[a, b])
+            if j > threshold or j == 1.0:
+                out.append((a, b, j))
+    return sorted(out, key=lambda t: (-t[2], t[0], t[1]))
+
+
+def subsets_at(results: pd.DataFrame, kept: Mapping[str, pd.DataFrame], fraction: float
+               ) -> tuple[dict[str, np.ndarray], int | None]:
+    """Each selector's subset ids at ``fraction`` for the lowest seed every selector finished.
+
+    Falls back to each selector's lowest seed when no seed is common to all.
+    """
+    at = results[(results["fraction"] == fraction) & results["trial"].isin(list(kept))]
+    if at.empty:
+        return {}, None
+    seeds = [set(g["seed"]) for _, g in at.groupby("selector")]
+    common = sorted(set.intersection(*seeds))
+    out: dict[str, np.ndarray] = {}
+    for sel, g in at.groupby("selector", sort=True):
+        pick = g[g["seed"] == common[0]] if common else g.sort_values("seed")
+        out[sel] = kept[pick["trial"].iloc[0]]["id"].to_numpy(np.int64)
+    return out, (common[0] if common else None)
