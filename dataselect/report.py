@@ -260,7 +260,7 @@ def power_lines(summary: pd.DataFrame, metric: str = "accuracy", effect: float =
         need_s = (f"a {effect * 100:g}-point effect would need {need} seeds" if need is not None else
                   f"no number of seeds reaches a {effect * 100:g}-point effect: the eval set's own "
                   f"noise (±{np.sqrt(vr) * 100:.2f} points per comparison) is too large")
-        lines.append(f"- {frac:g}: with {n} seeds the design detects |Δ {metric}| ≥ "
+        lines.append(f"- {frac * 100:g} %: with {n} seeds the design detects |Δ {metric}| ≥ "
                      f"{mde * 100:.2f} points (80 % power, α = 0.05/{m}, median seed sd "
                      f"{sd * 100:.2f}, eval-row sd {np.sqrt(vr) * 100:.2f} points); {need_s}.")
     return lines
@@ -287,11 +287,11 @@ def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = 
         if not win.empty:
             parts = [f"`{r.selector}` {_pts(r.delta)} points [{_pts(r.ci_low)}, {_pts(r.ci_high)}]"
                      for r in win.itertuples()]
-            text = (f"{head}, **{len(win)} of {len(tested)} selectors beat random** after Holm "
+            text = (f"- {head}, **{len(win)} of {len(tested)} selectors beat random** after Holm "
                     f"correction ({metric}, 95 % CI): " + "; ".join(parts))
         else:
             best = tested.sort_values("delta", ascending=False).iloc[0]
-            text = (f"{head}, **no selector beats random** after Holm correction ({len(tested)} "
+            text = (f"- {head}, **no selector beats random** after Holm correction ({len(tested)} "
                     f"comparisons); the best, `{best.selector}`, is {_pts(best.delta)} points "
                     f"[{_pts(best.ci_low)}, {_pts(best.ci_high)}], and no interval reaches above "
                     f"{_pts(tested['ci_high'].max())} points")
@@ -601,10 +601,12 @@ def write_report(study_dir: str | Path) -> Path:
             lines += _metric_table(summary, metric)
         lines += _kept_lines(comp, names, noise, n_pool)
         if mats:
+            seeds_used = set(overlap_seed.values())
+            which = (f"seed {seeds_used.pop()}" if len(seeds_used) == 1 else "seed " + ", ".join(
+                f"{s} at {f * 100:g} %" for f, s in overlap_seed.items()))
             lines += ["### Overlap between selectors' subsets", "",
-                      "Jaccard |A ∩ B| / |A ∪ B| of the row sets at each fraction (seed "
-                      f"{', '.join(f'{f:g}: {s}' for f, s in overlap_seed.items())}); all pairs in "
-                      "`overlap.csv`."]
+                      f"Jaccard |A ∩ B| / |A ∪ B| of the row sets at each fraction ({which}); all pairs "
+                      "in `overlap.csv`."]
             if flags:
                 lines += ["", "Pairs whose subsets are identical or overlap > 90 %:", "",
                           "| fraction | selector A | selector B | Jaccard |", "|---|---|---|---|"]
