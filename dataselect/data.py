@@ -119,14 +119,21 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
     return TextDataset(train, evalf, names, fp, dups, cfg.source, noise)
 
 
+_NOISE_STREAM = 0x6E6F697365  # "noise": a stream of its own, apart from the selectors' seeds
+
+
 def add_label_noise(train: pd.DataFrame, cfg: LabelNoiseConfig, num_labels: int
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Flip ``round(cfg.rate * n)`` seeded pool labels; returns the noisy pool and the flips.
 
     The same (pool, rate, seed, kind) always flips the same rows to the same
-    labels, so a noisy study is as reproducible as a clean one.
+    labels, so a noisy study is as reproducible as a clean one. The generator
+    is keyed by ``(seed, _NOISE_STREAM)``, never by ``seed`` alone: selectors
+    draw from ``default_rng(seed)``, and ``random`` at seed 0 once picked
+    exactly the rows that noise seed 0 had flipped (``choice`` without
+    replacement is prefix-consistent), a subset with 100 % wrong labels.
     """
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, _NOISE_STREAM])
     n = len(train)
     rows = np.sort(rng.choice(n, size=int(round(cfg.rate * n)), replace=False))
     original = train["label"].to_numpy(np.int64)

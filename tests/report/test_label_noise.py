@@ -50,6 +50,20 @@ def test_same_seed_same_flips_other_seed_other_rows():
     assert len(add_label_noise(pool, LabelNoiseConfig(rate=0.0), 2)[1]) == 0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_flips_are_independent_of_a_selectors_draw_with_the_same_seed(seed):
+    """Regression: noise seed s and `random` seed s once drew the same rows (100 % flipped subset)."""
+    from dataselect.selectors import get_selector
+
+    pool = _pool(20000, 2)
+    noisy, flips = add_label_noise(pool, LabelNoiseConfig(rate=0.2, seed=seed), 2)
+    feats = {"id": noisy["id"].to_numpy(), "label": noisy["label"].to_numpy()}
+    for budget in (500, 2000):
+        picked = noisy["id"].to_numpy()[get_selector("random").select(feats, budget, seed=seed).indices]
+        share = np.isin(picked, flips["id"]).mean()
+        assert abs(share - 0.2) < 0.06, (budget, share)
+
+
 def test_load_dataset_flips_pool_only(sst2_dir):
     clean = load_dataset(DatasetConfig(source=str(sst2_dir), pool_size=1000))
     noisy = load_dataset(DatasetConfig(source=str(sst2_dir), pool_size=1000,
