@@ -296,7 +296,7 @@ def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = 
                     f"[{_pts(best.ci_low)}, {_pts(best.ci_high)}], and no interval reaches above "
                     f"{_pts(tested['ci_high'].max())} points")
         if not lose.empty:
-            text += f"; {len(lose)} are significantly worse than random"
+            text += f"; {len(lose)} {'is' if len(lose) == 1 else 'are'} significantly worse than random"
         lines.append(text + ".")
     return lines
 
