@@ -24,12 +24,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _bench import run_worker  # scripts/ is on sys.path when a script runs
 
 N_SST2, DIM = 67_349, 384
 
@@ -112,13 +111,7 @@ def worker(args: argparse.Namespace) -> None:
 
 
 def run(method: str, frac: float, n: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--frac", str(frac), "--n", str(n)]
-    if args.embeddings:
-        cmd += ["--embeddings", args.embeddings]
-    if args.labels:
-        cmd += ["--labels", args.labels]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return run_worker(__file__, method, frac, n, embeddings=args.embeddings, labels=args.labels)
 
 
 def main() -> None:
