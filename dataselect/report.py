@@ -157,14 +157,14 @@ class _Arms:
         from dataselect.stats import arm_counts
 
         key = (sel, frac)
-        if self.ids is None:
+        if self.ids is None:  # no trial has per-row predictions
             return None
         if key not in self.cache:
             g = self.ok[(self.ok["selector"] == sel) & (self.ok["fraction"] == frac)].sort_values("seed")
             seeds, rows = [], []
             for t, sd in zip(g["trial"], g["seed"], strict=True):
                 p = self.preds.get(t)
-                if p is None or self.ids is None or not np.array_equal(p["id"].to_numpy(), self.ids):
+                if p is None or not np.array_equal(p["id"].to_numpy(), self.ids):
                     continue
                 seeds.append(int(sd))
                 rows.append(p["pred"].to_numpy(np.int64))
