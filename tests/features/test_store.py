@@ -175,6 +175,19 @@ def test_settings_change_the_key(tmp_path, sample, cfg):
     assert t["lm_token_count"].max() == 8
 
 
+def test_new_labels_reuse_the_families_but_not_the_table(tmp_path, sample, cfg, monkeypatch):
+    """No family reads labels: a label-noise study on the same texts is a cache hit."""
+    first = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    noisy = sample.assign(label=1 - sample["label"])
+    _no_models(monkeypatch)
+    monkeypatch.setattr(tm_mod, "text_metrics", lambda *a, **k: pytest.fail("recomputed text metrics"))
+    again = compute_features(noisy, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    assert len({p.parent for p in tmp_path.glob("*/shard-*.parquet")}) == len(WHICH)
+    np.testing.assert_array_equal(again["label"], noisy["label"].to_numpy())
+    np.testing.assert_array_equal(again["perplexity"], first["perplexity"])
+    assert again.fingerprint != first.fingerprint  # the table (labels) differs
+
+
 def test_input_validation(tmp_path, sample, cfg):
     with pytest.raises(DataError, match="unique"):
         compute_features(pd.concat([sample, sample.iloc[:1]]), cfg, tmp_path, engine="local")

@@ -94,3 +94,13 @@ def test_bad_noise_config_is_one_line(sst2_dir, noise, message):
     with pytest.raises(ConfigError) as info:
         parse_config(_raw(sst2_dir, noise))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cache_dir_moves_features_and_standins_out_of_the_study(sst2_dir, tmp_path):
+    from pathlib import Path
+
+    raw = _raw(sst2_dir, {"rate": 0.2})
+    raw["output_dir"] = str(tmp_path)
+    assert parse_config(raw).cache_root == tmp_path / "n"
+    raw["cache_dir"] = str(tmp_path / "clean")
+    assert parse_config(raw).cache_root == Path(tmp_path / "clean")
