@@ -53,7 +53,9 @@ class Herding(Selector):
         return Selection(picks, gaps, {"mean_gap": float(gaps[-1])})
 
 
-def herding(x: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+def herding(
+    x: np.ndarray, budget: int, target: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Greedy linear-kernel herding; inputs are trusted.
 
     Parameters
@@ -63,15 +65,18 @@ def herding(x: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
         (memory-bound, so float32 halves the time), the running sums in float64.
     budget : int
         Picks, ``1 <= budget <= n``.
+    target : ndarray of float64, shape (d,), optional
+        Mean to track instead of ``mean(x)``: a partition herds toward its
+        share of the pool's mean (:mod:`~dataselect.selectors.partitioned`).
 
     Returns
     -------
     picks : ndarray of int64, shape (budget,)
     gaps : ndarray of float64, shape (budget,)
-        ``||mean(x[picks[:t + 1]]) - mean(x)||`` after each pick.
+        ``||mean(x[picks[:t + 1]]) - target||`` after each pick.
     """
     n, _ = x.shape
-    mu = x.mean(axis=0, dtype=np.float64)
+    mu = x.mean(axis=0, dtype=np.float64) if target is None else np.asarray(target, dtype=np.float64)
     base = np.einsum("ij,ij->i", x, x, dtype=np.float64)  # ||x||^2, reused every step
     s = np.zeros_like(mu)
     picks = np.empty(budget, dtype=np.int64)

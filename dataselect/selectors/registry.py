@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from dataselect.errors import UserError
-from dataselect.selectors.base import InvalidParameterError, Selector, check
+from dataselect.selectors.base import InvalidParameterError, Selector, check, is_int
 from dataselect.selectors.stratify import PER_CLASS_MODES, PerClass
 
 __all__ = ["UnknownSelectorError", "available", "get_selector", "register"]
 
 _REGISTRY: dict[str, type[Selector]] = {}
+
+PARTITION_PARAMS = ("partitions", "partition_sample", "partition_niter")
+"""Accepted by the :data:`~dataselect.selectors.partitioned.PARTITIONABLE` selectors."""
 
 
 class UnknownSelectorError(UserError, KeyError):
@@ -44,7 +48,10 @@ def get_selector(name: str, **params: Any) -> Selector:
 
     ``per_class`` (``"none"``, ``"proportional"``, ``"balanced"``) is accepted
     by every selector: anything but ``"none"`` wraps the selector in
-    :class:`~dataselect.selectors.stratify.PerClass`.
+    :class:`~dataselect.selectors.stratify.PerClass`. ``partitions`` (``"auto"``
+    or an int; absent or 1: off), with ``partition_sample`` and
+    ``partition_niter``, wraps a diversity selector (and its ``PerClass``) in
+    :class:`~dataselect.selectors.partitioned.Partitioned`.
 
     Raises
     ------
@@ -53,19 +60,30 @@ def get_selector(name: str, **params: Any) -> Selector:
     InvalidParameterError
         A parameter is unknown or out of range (message names ``Owner.field``).
     """
+    # partitioned.py imports selector modules, which import this one: import late.
+    from dataselect.selectors.partitioned import PARTITIONABLE, Partitioned
+
     if name not in _REGISTRY:
         raise UnknownSelectorError(f"unknown selector {name!r}; known: {available()}")
     cls = _REGISTRY[name]
     per_class = params.pop("per_class", "none")
+    partitioning = {k: params.pop(k) for k in PARTITION_PARAMS if k in params}
     known = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise InvalidParameterError(
-            f"{cls.__name__} has no parameter(s) {unknown}; valid: {known + ['per_class']}"
+            f"{cls.__name__} has no parameter(s) {unknown}; valid: "
+            f"{known + ['per_class'] + (list(PARTITION_PARAMS) if name in PARTITIONABLE else [])}"
         )
     check(cls.__name__, "per_class", per_class, per_class in PER_CLASS_MODES,
           f"one of {list(PER_CLASS_MODES)}")
     selector = cls(**params)
-    if per_class == "none":
+    if per_class != "none":
+        selector = PerClass(inner=selector, per_class=per_class)
+    parts = partitioning.get("partitions")
+    if parts is None or (is_int(parts) and parts == 1):
+        if extra := sorted(set(partitioning) - {"partitions"}):
+            warnings.warn(f"{cls.__name__}: {extra} ignored without partitions >= 2 or 'auto'",
+                          stacklevel=2)
         return selector
-    return PerClass(inner=selector, per_class=per_class)
+    return Partitioned(inner=selector, **partitioning)
