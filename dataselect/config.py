@@ -259,6 +259,9 @@ class RayConfig(_Section):
     max_concurrent_trials: Annotated[int, Field(gt=0)] | None = None
     temp_dir: str | None = None
     include_dashboard: bool = False
+    select_task_memory_gb: Annotated[float, Field(gt=0)] | None = None
+    """Memory (GiB) one select task may use, for selectors with ``partitions: auto``;
+    None: the smallest node's Ray ``memory`` divided by its CPUs."""
     max_trial_retries: Annotated[int, Field(ge=-1)] = 2
     """Restarts of a trial whose worker process or node died (Tune ``FailureConfig``;
     -1: no limit). A trial's own error (failed selection, bad manifest) is not retried."""

@@ -86,8 +86,11 @@ def study_selections(cfg: StudyConfig) -> dict[str, Path | None]:
 
     ds = load_dataset(cfg.dataset)
     pool, _ = study_features(cfg, ds)
-    table = {k: np.asarray(pool[k]) for k in pool}
-    out = run_select_stage(cfg, table, features_fingerprint=pool.fingerprint,
+    from dataselect.features.store import TableRef
+
+    # Tasks read the saved shards themselves: the driver passes the store path and key.
+    ref = TableRef(cfg.cache_root / "features", pool.fingerprint)
+    out = run_select_stage(cfg, ref, features_fingerprint=pool.fingerprint,
                            manifest_dir=cfg.study_dir / "manifests")
     return {f"{k[0]}@{k[1]:g}#{k[2]}": r.path for k, r in out.items()}
 

@@ -43,6 +43,7 @@ import pandas as pd
 import typer
 
 from dataselect.config import StudyConfig, TrainerConfig
+from dataselect.features.store import TableRef
 from dataselect.select_stage import CellKey, SelectionResult, grid_specs, run_select_stage
 from dataselect.train import PREDICTIONS_KEY, EvalPredictions
 
@@ -455,10 +456,14 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
     inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
     _write_label_noise(study, ds)
-    with stage("select", study, logfile):
-        selections = run_select_stage(cfg, table, features_fingerprint=features_fp,
-                                      manifest_dir=study / "manifests")
+    # Select tasks read the saved table's shards themselves (no driver copy);
+    # only a pool without stored features (no selector reads any) goes in memory.
+    ref = TableRef(cfg.cache_root / "features", features_fp)
+    source = ref if ref.exists() else {k: table[k] for k in ("id", "label") if k in table}
     del table
+    with stage("select", study, logfile):
+        selections = run_select_stage(cfg, source, features_fingerprint=features_fp,
+                                      manifest_dir=study / "manifests")
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]
     runs = trial_runs(cfg, cells)
