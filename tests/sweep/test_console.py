@@ -116,12 +116,12 @@ def test_a_real_worker_kill_inside_a_stage_is_said_once(tmp_path, caplog, ray_lo
 
     caplog.set_level(logging.INFO)
     before = len(console.WORKER_DEATHS)
-    with console.raylet_notices(tmp_path / "logs" / "ray"):
-        with console.stage("select", tmp_path, tmp_path / "sweep.log"):
-            assert ray.get(flaky.remote(str(marker))) == 7
-            deadline = time.time() + 30  # the raylet's notice reaches the driver asynchronously
-            while len(console.WORKER_DEATHS) == before and time.time() < deadline:
-                time.sleep(0.2)
+    with (console.raylet_notices(tmp_path / "logs" / "ray"),
+          console.stage("select", tmp_path, tmp_path / "sweep.log")):
+        assert ray.get(flaky.remote(str(marker))) == 7
+        deadline = time.time() + 30  # the raylet's notice reaches the driver asynchronously
+        while len(console.WORKER_DEATHS) == before and time.time() < deadline:
+            time.sleep(0.2)
     lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
     assert len(lines) == 2, lines
     assert lines[0].startswith("ray: A worker died")
