@@ -102,6 +102,17 @@ def matmul_params(model: torch.nn.Module, *, lm_head: bool) -> int:
     return n
 
 
+def result_row(name: str, flops: float, ours: float, peer: float, peak: float, **setup) -> dict:
+    """One printed result: ours vs the plain loop, in ex/s, TFLOP/s and fractions of peak."""
+    row = {"pass": name, **setup, "ours_ex_s": ours, "peer_ex_s": peer, "ratio": ours / peer,
+           "ours_tflops": flops * ours / 1e12, "peer_tflops": flops * peer / 1e12,
+           "ours_mfu_measured": flops * ours / 1e12 / peak,
+           "ours_mfu_datasheet": flops * ours / 1e12 / DATASHEET_TFLOPS,
+           "peer_mfu_measured": flops * peer / 1e12 / peak}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 # --------------------------------------------------------------------------- trainer
 def encoder_config(tiny: bool):
     from transformers import ModernBertConfig
@@ -178,15 +189,9 @@ def bench_trainer(args, device: str, peak: float) -> list[dict]:
             y = torch.tensor(train["label"].to_numpy())
             batches = [(ids[i:i + batch].to(device), y[i:i + batch].to(device)) for i in range(0, n, batch)]
             peer = plain_train_loop(tmp, batches, device, 1e-5)
-            flops = 6 * n_matmul * args.tokens
-            rows.append({"pass": "finetune (ModernBERT-base shape)", "batch": batch, "tokens": args.tokens,
-                         "steps": steps, "params": n_all, "matmul_params": n_matmul, "bf16": res["bf16"],
-                         "ours_ex_s": ours, "peer_ex_s": peer, "ratio": ours / peer,
-                         "ours_tflops": flops * ours / 1e12, "peer_tflops": flops * peer / 1e12,
-                         "ours_mfu_measured": flops * ours / 1e12 / peak,
-                         "ours_mfu_datasheet": flops * ours / 1e12 / DATASHEET_TFLOPS,
-                         "peer_mfu_measured": flops * peer / 1e12 / peak})
-            print(json.dumps(rows[-1]), flush=True)
+            rows.append(result_row("finetune (ModernBERT-base shape)", 6 * n_matmul * args.tokens, ours, peer,
+                                   peak, batch=batch, tokens=args.tokens, steps=steps, params=n_all,
+                                   matmul_params=n_matmul, bf16=res["bf16"]))
     return rows
 
 
@@ -247,15 +252,9 @@ def bench_perplexity(args, device: str, peak: float) -> list[dict]:
         ids = torch.tensor(tok(docs, add_special_tokens=False, truncation=True,
                                max_length=args.tokens)["input_ids"], device=device)
         peer = plain_lm_loop(model, ids, batch, warmup=2)
-        flops = 2 * n_matmul * args.tokens
-        rows.append({"pass": "perplexity (Qwen3-1.7B shape)", "batch": batch, "tokens": args.tokens,
-                     "texts": n, "params": n_all, "matmul_params": n_matmul, "bf16": dtype == torch.bfloat16,
-                     "ours_ex_s": ours, "peer_ex_s": peer, "ratio": ours / peer,
-                     "ours_tflops": flops * ours / 1e12, "peer_tflops": flops * peer / 1e12,
-                     "ours_mfu_measured": flops * ours / 1e12 / peak,
-                     "ours_mfu_datasheet": flops * ours / 1e12 / DATASHEET_TFLOPS,
-                     "peer_mfu_measured": flops * peer / 1e12 / peak})
-        print(json.dumps(rows[-1]), flush=True)
+        rows.append(result_row("perplexity (Qwen3-1.7B shape)", 2 * n_matmul * args.tokens, ours, peer, peak,
+                               batch=batch, tokens=args.tokens, texts=n, params=n_all,
+                               matmul_params=n_matmul, bf16=dtype == torch.bfloat16))
     return rows
 
 
