@@ -16,10 +16,28 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import logging
+import os
+import re
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+log = logging.getLogger(__name__)
+
+# A line of Ray's C++ logger, as the driver's core worker writes it to fd 2:
+# "[2026-12-01 00:00:22,652 E 1885 1885] core_worker.cc:2465: Actor with ...".
+_NATIVE_LINE = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [DIWEF] \d+ \d+\] [^\n]*\n")
+_NATIVE_HEAD = b"[0000-00-00 00:00:00,000 E"
+"""Shape of a native line's start: a held-back tail is one while it still fits it."""
+_BENIGN_NATIVE = (b"has constructor arguments in the object store and max_restarts > 0",)
+"""Native ERROR lines that are no error of the run: Ray Data ``ray.put``s every actor
+pool's constructor arguments, so each feature stage would print this one."""
+
+WORKER_DEATHS: list[str] = []
+"""First lines of the raylet's worker-death notices seen by this driver, oldest first."""
 
 
 class _ConsoleFilter(logging.Filter):
@@ -83,7 +101,8 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     bars = ctx.enable_progress_bars
     ctx.enable_progress_bars = False
     try:
-        yield path
+        with native_lines_to(fh.stream), raylet_notices(study_dir / "logs" / "ray"):
+            yield path
     finally:
         ctx.enable_progress_bars = bars
         for h in filtered:
@@ -92,6 +111,138 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
             logger.removeHandler(fh)
         root.setLevel(level)
         fh.close()
+
+
+def _native_head(tail: bytes) -> bool:
+    """Whether ``tail`` (no newline yet) may still grow into a native log line's start."""
+    for got, want in zip(tail, _NATIVE_HEAD, strict=False):
+        if want == ord("0"):
+            ok = chr(got).isdigit()
+        elif want == ord("E"):
+            ok = got in b"DIWEF"
+        else:
+            ok = got == want
+        if not ok:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def native_lines_to(sink: object) -> Iterator[None]:
+    """Within the block, Ray's C++ log lines written to fd 2 go to ``sink`` (a text stream).
+
+    The driver's core worker logs straight to the process's stderr, past
+    Python logging (``core_worker.cc: Actor ... has constructor arguments in
+    the object store``, once per Ray Data actor pool). fd 2 is replaced by a
+    pipe; a thread copies everything else (our progress bars, Python's
+    stderr) through unchanged and at once, and moves native lines to ``sink``
+    — except ERROR/FATAL lines that are not known to be benign, which stay on
+    the console. A native line may arrive in pieces or in the middle of a
+    progress bar's ``\r`` line; the part that could still be one is held
+    back until its newline comes. Not used when stderr is not a real file
+    descriptor (some test runners).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    r, w = os.pipe()
+    os.dup2(w, 2)
+    os.close(w)
+
+    def to_sink(line: bytes) -> None:
+        keep = line[25:26] in (b"E", b"F") and not any(b in line for b in _BENIGN_NATIVE)
+        if keep:
+            os.write(saved, line)
+            return
+        try:
+            sink.write(line.decode("utf-8", "replace"))  # type: ignore[attr-defined]
+            sink.flush()  # type: ignore[attr-defined]
+        except (OSError, ValueError):
+            pass
+
+    def pump() -> None:
+        buf = b""
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            buf += chunk
+            pos, out = 0, []
+            for m in _NATIVE_LINE.finditer(buf):
+                out.append(buf[pos:m.start()])
+                to_sink(m.group())
+                pos = m.end()
+            rest = buf[pos:]
+            cut = rest.rfind(b"[")
+            if cut >= 0 and b"\n" not in rest[cut:] and _native_head(rest[cut:]):
+                out.append(rest[:cut])
+                buf = rest[cut:]
+            else:
+                out.append(rest)
+                buf = b""
+            data = b"".join(out)
+            if data:
+                os.write(saved, data)
+        if buf:
+            os.write(saved, buf)
+
+    thread = threading.Thread(target=pump, name="dataselect-native-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump drains and stops
+        thread.join(timeout=5)
+        os.close(r)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def raylet_notices(worker_logs: Path) -> Iterator[None]:
+    """Within the block, the raylet's notices to the driver become one console line each.
+
+    Ray prints them (a worker that died: ~900 characters with its lease,
+    node, port and a list of possible causes) to stdout from a driver
+    thread. Here the whole text goes to the log file, the console gets its
+    first sentence and where the worker logs are, and a worker death is
+    counted in :data:`WORKER_DEATHS` so :func:`stage` can say that a stage
+    completed in spite of it. Private API (``print_to_stdstream``): left as
+    it is if Ray renames it.
+    """
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:
+        yield
+        return
+    original = getattr(ray_worker, "print_to_stdstream", None)
+    if original is None:
+        yield
+        return
+
+    def shortened(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            return original(data, ignore_prefix)
+        for text in data.get("lines") or []:
+            logging.getLogger("ray.raylet").warning("%s", text)  # the log file only
+            if "will be retried" in text:
+                continue  # the death it follows was said; the stage line says it recovered
+            first = (text.split(". ")[0].strip() or text)[:200]
+            if "worker died" in text.lower():
+                detail = re.search(r"Worker exit type: (\w+)", text)
+                WORKER_DEATHS.append(first)
+                first = f"{first} ({detail.group(1)})" if detail else first
+            log.warning("ray: %s; full notice in the sweep log, worker logs in %s", first, worker_logs)
+        return None
+
+    ray_worker.print_to_stdstream = shortened
+    try:
+        yield
+    finally:
+        ray_worker.print_to_stdstream = original
 
 
 def link_ray_logs(study_dir: Path) -> Path | None:
@@ -171,13 +322,20 @@ def _system_failure(err: BaseException) -> BaseException | None:
 def stage(name: str, study_dir: Path, logfile: Path) -> Iterator[None]:
     """Turn a Ray worker or node dying inside ``name`` into one line naming the logs.
 
+    A death that Ray recovered from (the stage still completed) is said too.
+
     The full traceback goes to ``logfile`` only. Errors of the stage's own
     code (and :class:`~dataselect.errors.UserError`) pass through unchanged.
     """
     from dataselect.errors import StageError
 
+    deaths = len(WORKER_DEATHS)
     try:
         yield
+        lost = len(WORKER_DEATHS) - deaths
+        if lost:
+            log.warning("%s stage completed although %d Ray worker(s) died: Ray re-ran their work; "
+                        "worker logs in %s", name, lost, study_dir / "logs" / "ray")
     except Exception as err:
         cause = _system_failure(err)
         if cause is None:

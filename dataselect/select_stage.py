@@ -13,6 +13,12 @@ shards itself. A ``partitions`` selector runs partition by partition
 in-memory table (tests, small callers) is ``ray.put`` once and shared
 zero-copy by all tasks, as before.
 
+A selector whose picks at a smaller budget are the first picks at a larger
+one (``Selector.prefix_consistent``: herding, k-center, ranked filters) runs
+once per seed at its largest budget; the smaller budgets' manifests are cut
+from that run (``Selector.truncate``) and hold the same rows, scores and
+info as separate runs would, under the same keys.
+
 A selector that raises does not stop the stage: its cell comes back with
 ``error`` set and no manifest, and the sweep reports the trial as failed.
 """
@@ -20,11 +26,12 @@ A selector that raises does not stop the stage: its cell comes back with
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,20 +66,30 @@ class SelectionResult:
     path: Path | None
     """Manifest parquet, or None when the selector failed."""
     seconds: float
-    """Wall time of ``Selector.select`` alone (features already in memory)."""
+    """Wall time of ``Selector.select`` alone (features already in memory); for
+    a sliced manifest, that of the run it was cut from."""
     reused: bool = False
     error: str | None = None
+    sliced_from: int | None = None
+    """Budget of the run this manifest was cut from, when it was sliced."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"selector": self.selector, "fraction": self.fraction, "seed": self.seed,
                 "budget": self.budget, "path": str(self.path) if self.path else None,
-                "seconds": self.seconds, "reused": self.reused, "error": self.error}
+                "seconds": self.seconds, "reused": self.reused, "error": self.error,
+                "sliced_from": self.sliced_from}
 
 
 CellKey = tuple[str, float, int]
 
 SECONDS_KEY = "select_seconds"
 """Key of the selection wall time in a manifest's ``info``."""
+
+SLICED_KEY = "select_sliced_from"
+"""Key, in a sliced manifest's ``info``, of the budget of the run it was cut from."""
+
+PROVENANCE_KEYS = (SECONDS_KEY, SLICED_KEY)
+"""``info`` keys that say how a manifest was computed, not what was selected."""
 
 
 def budget_for(fraction: float, n_pool: int) -> int:
@@ -86,6 +103,23 @@ def grid_specs(cfg: StudyConfig) -> list[tuple[SelectorSpec, float]]:
     if cfg.grid.full_reference and not any(s.key == FULL_KEY for s in cfg.selectors):
         cells.append((SelectorSpec(name="full", label=FULL_KEY), 1.0))
     return cells
+
+
+@dataclass
+class _Job:
+    """One selector run: its largest budget is computed, the others are cut from it."""
+
+    spec: SelectorSpec
+    selector: Selector
+    """The selector that runs (``partitions: auto`` resolved)."""
+    resolved: dict[str, Any]
+    seed: int
+    outputs: dict[int, tuple[Path, list[CellKey]]] = field(default_factory=dict)
+    """budget → (manifest path, grid cells it serves); one budget unless prefix-consistent."""
+
+    @property
+    def budget(self) -> int:
+        return max(self.outputs)
 
 
 def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, params: dict[str, Any],
@@ -107,9 +141,47 @@ def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, param
     except Exception as err:  # noqa: BLE001 - reported per cell, see module docstring
         log.warning("selector %s (budget %d, seed %d) failed: %s", name, budget, seed, err)
         return {"error": f"{type(err).__name__}: {err}"}
-    # The manifest keeps the cost with the subset, so a reused manifest still reports it.
-    return {"selection": Selection(sel.indices, sel.scores, {**sel.info, SECONDS_KEY: seconds}),
-            "seconds": seconds}
+    return {"selection": sel, "seconds": seconds}
+
+
+def plan_jobs(
+    cfg: StudyConfig, n_pool: int, features_fingerprint: str, out_dir: Path,
+    resolve: Callable[[Selector], Selector] | None = None,
+) -> tuple[list[_Job], dict[CellKey, SelectionResult]]:
+    """Selector runs the grid needs, and the cells whose manifests are already on disk.
+
+    One job per manifest, except that a prefix-consistent selector gets one
+    job per (params, seed) covering all its missing budgets; a
+    seed-independent selector (``Selector.seeded`` False) runs at seed 0 and
+    that manifest serves every seed's cell. ``resolve`` makes a selector
+    concrete before its key is taken (``partitions: auto``).
+    """
+    from dataselect.manifest import read_manifest, selection_key
+    from dataselect.selectors import get_selector
+
+    reused: dict[CellKey, SelectionResult] = {}
+    jobs: dict[tuple[Any, ...], _Job] = {}
+    for spec, frac in grid_specs(cfg):
+        selector = get_selector(spec.name, **dict(spec.params))
+        if resolve is not None:
+            selector = resolve(selector)
+        resolved = selector.params()
+        budget = budget_for(frac, n_pool)
+        for seed in cfg.grid.seeds:
+            cell = (spec.key, frac, seed)
+            run_seed = seed if selector.seeded else 0
+            key = selection_key(spec.name, resolved, budget, run_seed, features_fingerprint)
+            path = out_dir / f"{key}.parquet"
+            if path.is_file():
+                info = read_manifest(path).meta.get("info") or {}
+                reused[cell] = SelectionResult(spec.key, frac, seed, budget, path,
+                                               float(info.get(SECONDS_KEY, float("nan"))), reused=True)
+                continue
+            group = (spec.name, json.dumps(resolved, sort_keys=True), run_seed,
+                     None if selector.prefix_consistent else budget)
+            job = jobs.setdefault(group, _Job(spec, selector, resolved, run_seed))
+            job.outputs.setdefault(budget, (path, []))[1].append(cell)
+    return list(jobs.values()), reused
 
 
 def task_memory_bytes(cfg: StudyConfig) -> float:
@@ -143,10 +215,9 @@ def run_select_stage(
     ----------
     cfg : StudyConfig
         Selectors, fractions, seeds (and ``full_reference``).
-    features : TableRef or mapping of str to ndarray
-        The pool's saved feature table (tasks read their columns from its
-        shards; ``partitions`` selectors run partition by partition), or the
-        table in memory (``ray.put`` once; must hold ``id``).
+    features : mapping of str to ndarray, or TableRef
+        Pool feature table aligned to pool rows (must hold ``id``), or the
+        saved table's reference, whose shards the tasks read themselves.
     features_fingerprint : str
         Content key of ``features``: part of every manifest key, so a new
         pool or new features never reuse old manifests.
@@ -160,121 +231,138 @@ def run_select_stage(
     """
     import ray
 
-    from dataselect.manifest import read_manifest, selection_key, write_manifest
-    from dataselect.selectors import get_selector
-
     out_dir = Path(manifest_dir) if manifest_dir is not None else cfg.study_dir / "manifests"
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = isinstance(features, TableRef)
     index = table_index(features) if stored else None
     ids = np.asarray(index["id"] if stored else features["id"], dtype=np.int64)
     n_pool = len(ids)
-    results: dict[CellKey, SelectionResult] = {}
-    auto: tuple[int, float] | None = None  # (embedding width, task bytes), looked up once
-    # One job per manifest; a seed-independent selector (Selector.seeded is
-    # False) gets one job at seed 0 whose manifest serves every seed's cell.
-    todo: dict[Path, tuple[list[CellKey], SelectorSpec, int, int, dict[str, Any]]] = {}
-    chosen: dict[Path, Selector] = {}
-    for spec, frac in grid_specs(cfg):
-        selector = get_selector(spec.name, **dict(spec.params))
-        if isinstance(selector, Partitioned) and selector.partitions == "auto":
-            auto = auto or (_embedding_dim(features), task_memory_bytes(cfg))
-            selector = resolve_partitions(selector, n_pool, auto[0], auto[1])
-        resolved = selector.params()
-        budget = budget_for(frac, n_pool)
-        for seed in cfg.grid.seeds:
-            cell = (spec.key, frac, seed)
-            run_seed = seed if selector.seeded else 0
-            key = selection_key(spec.name, resolved, budget, run_seed, features_fingerprint)
-            path = out_dir / f"{key}.parquet"
-            if path.is_file():
-                info = read_manifest(path).meta.get("info") or {}
-                results[cell] = SelectionResult(spec.key, frac, seed, budget, path,
-                                                float(info.get(SECONDS_KEY, float("nan"))), reused=True)
-            elif path in todo:
-                todo[path][0].append(cell)
-            else:
-                todo[path] = ([cell], spec, budget, run_seed, resolved)
-                chosen[path] = selector
-    log.info("select stage: %d cells reused, %d selections to run", len(results), len(todo))
-    if not todo:
+    auto: list[tuple[int, float]] = []  # (embedding width, task bytes), looked up once
+
+    def resolve(selector: Selector) -> Selector:
+        if not (isinstance(selector, Partitioned) and selector.partitions == "auto"):
+            return selector
+        auto[:] = auto or [(_embedding_dim(features), task_memory_bytes(cfg))]
+        return resolve_partitions(selector, n_pool, *auto[0])
+
+    jobs, results = plan_jobs(cfg, n_pool, features_fingerprint, out_dir, resolve)
+    n_manifests = sum(len(j.outputs) for j in jobs)
+    log.info("select stage: %d cells reused, %d selections to write from %d runs "
+             "(the rest cut from a larger budget of a prefix-consistent selector)",
+             len(results), n_manifests, len(jobs))
+    if not jobs:
         return results
 
-    # Partitioned selections of a saved table run through the partition
-    # stage (below); every other selection is one task.
-    split = {p for p, s in chosen.items() if stored and isinstance(s, Partitioned)}
     source = features if stored else ray.put({k: np.asarray(v) for k, v in features.items()})
     remote = ray.remote(num_cpus=1)(_select_task)
-    refs = {path: remote.remote(source, spec.name, _task_params(spec, chosen[path]), budget, run_seed)
-            for path, (_, spec, budget, run_seed, _) in todo.items() if path not in split}
-    done = _run_partitioned_cells(features, index, {p: (chosen[p], todo[p][2], todo[p][3]) for p in split},
-                                  out_dir) if split else {}
-    for path, (cells, spec, budget, run_seed, resolved) in todo.items():
-        got = done[path] if path in split else ray.get(refs[path])
-        if "error" not in got:
-            write_manifest(path, got["selection"], selector=spec.name, params=resolved, budget=budget,
-                           seed=run_seed, features=features_fingerprint, ids=ids, fraction=cells[0][1])
-        for cell in cells:
-            if "error" in got:
-                results[cell] = SelectionResult(spec.key, cell[1], cell[2], budget, None, float("nan"),
-                                                error=got["error"])
-            else:
-                results[cell] = SelectionResult(spec.key, cell[1], cell[2], budget, path, got["seconds"])
+    while jobs:
+        # Partitioned selections of a saved table run through the partition
+        # stage (in the driver, while the other tasks run); the rest are one task each.
+        split = [j for j in jobs if stored and isinstance(j.selector, Partitioned)]
+        refs = {id(j): remote.remote(source, j.spec.name, _task_params(j), j.budget, j.seed)
+                for j in jobs if j not in split}
+        done = _run_partitioned_jobs(features, index, split, out_dir) if split else {}
+        retry = []
+        for job in jobs:
+            got = done[id(job)] if id(job) in done else ray.get(refs[id(job)])
+            if "error" in got and len(job.outputs) > 1:
+                # The error may be the largest budget's alone (a band with too
+                # few rows): the smaller budgets run on their own next round.
+                _record(results, job, job.budget, None, got["error"], float("nan"), None)
+                del job.outputs[job.budget]
+                retry.append(job)
+                continue
+            _write_job(results, job, got, ids, features_fingerprint)
+        jobs = retry
     failed = [c for c, r in results.items() if r.error]
     if failed:
         log.warning("select stage: %d cell(s) failed: %s", len(failed), failed)
     return results
 
 
-def _task_params(spec: SelectorSpec, selector: Selector) -> dict[str, Any]:
+def _task_params(job: _Job) -> dict[str, Any]:
     """The config's params, with ``partitions: auto`` replaced by what it resolved to."""
-    params = dict(spec.params)
+    params = dict(job.spec.params)
     if params.get("partitions") == "auto":
-        params["partitions"] = selector.partitions if isinstance(selector, Partitioned) else 1
+        params["partitions"] = job.selector.partitions if isinstance(job.selector, Partitioned) else 1
     return params
 
 
-def _run_partitioned_cells(
-    ref: TableRef, index: dict[str, np.ndarray], cells: dict[Path, tuple[Partitioned, int, int]],
-    out_dir: Path,
-) -> dict[Path, dict[str, Any]]:
-    """Partitioned selections, one partitioning per (P, seed) shared by its cells.
+def _run_partitioned_jobs(
+    ref: TableRef, index: dict[str, np.ndarray], jobs: list[_Job], out_dir: Path,
+) -> dict[int, dict[str, Any]]:
+    """Partitioned selections (``id(job)`` → result), one partitioning per (P, seed) shared by its jobs.
 
     Each partitioning is written under ``<manifests>/.partitions/`` and
-    removed once its cells are done. Errors come back per cell, as data.
+    removed once its jobs are done. Errors come back per job, as data.
     """
     from dataselect.partition_stage import plan_key, prepare_partitions, run_partitioned
 
-    groups: dict[str, list[Path]] = {}
-    for path, (selector, _, seed) in cells.items():
-        groups.setdefault(plan_key(ref, selector, seed), []).append(path)
-    out: dict[Path, dict[str, Any]] = {}
-    for key, paths in groups.items():
+    groups: dict[str, list[_Job]] = {}
+    for job in jobs:
+        groups.setdefault(plan_key(ref, job.selector, job.seed), []).append(job)
+    out: dict[int, dict[str, Any]] = {}
+    for key, group in groups.items():
         work = out_dir / ".partitions" / key
-        first, _, seed = cells[paths[0]]
+        first = group[0]
         try:
             t0 = time.perf_counter()
-            prepared = prepare_partitions(ref, first, seed, work, index=index)
+            prepared = prepare_partitions(ref, first.selector, first.seed, work, index=index)
             prep_s = time.perf_counter() - t0
         except Exception as err:  # noqa: BLE001 - reported per cell, see module docstring
-            log.warning("partitioning %s (P=%s, seed %d) failed: %s", ref.key[:12], first.partitions, seed, err)
+            log.warning("partitioning %s (P=%s, seed %d) failed: %s", ref.key[:12],
+                        first.selector.partitions, first.seed, err)
             shutil.rmtree(work, ignore_errors=True)
-            out.update({p: {"error": f"{type(err).__name__}: {err}"} for p in paths})
+            out.update({id(j): {"error": f"{type(err).__name__}: {err}"} for j in group})
             continue
-        for path in paths:
-            selector, budget, _ = cells[path]
+        for job in group:
             try:
                 t0 = time.perf_counter()
-                sel = run_partitioned(prepared, selector, budget)
+                sel = run_partitioned(prepared, job.selector, job.budget)
                 # Selection seconds include the shared partitioning, as if run alone.
-                seconds = time.perf_counter() - t0 + prep_s
+                out[id(job)] = {"selection": sel, "seconds": time.perf_counter() - t0 + prep_s}
             except Exception as err:  # noqa: BLE001 - reported per cell
-                log.warning("selector %s (budget %d, partitioned) failed: %s", selector.name, budget, err)
-                out[path] = {"error": f"{type(err).__name__}: {err}"}
-                continue
-            out[path] = {"selection": Selection(sel.indices, sel.scores, {**sel.info, SECONDS_KEY: seconds}),
-                         "seconds": seconds}
+                log.warning("selector %s (budget %d, partitioned) failed: %s", job.spec.name, job.budget, err)
+                out[id(job)] = {"error": f"{type(err).__name__}: {err}"}
         shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         (out_dir / ".partitions").rmdir()
     return out
+
+
+def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any],
+               ids: np.ndarray, features_fingerprint: str) -> None:
+    """Write the job's manifests: its own budget as run, smaller ones cut from it."""
+    from dataselect.manifest import write_manifest
+
+    if "error" in got:
+        for budget in job.outputs:
+            _record(results, job, budget, None, got["error"], float("nan"), None)
+        return
+    top, seconds = job.budget, got["seconds"]
+    for budget, (path, cells) in sorted(job.outputs.items(), reverse=True):
+        sel, sliced_from = got["selection"], None
+        if budget != top:
+            sliced_from = top
+            try:
+                sel = job.selector.truncate(sel, budget)
+            except Exception as err:  # noqa: BLE001 - as a run at this budget would report it
+                log.warning("selector %s (budget %d, seed %d) failed: %s",
+                            job.spec.name, budget, job.seed, err)
+                _record(results, job, budget, None, f"{type(err).__name__}: {err}", float("nan"), None)
+                continue
+        # The manifest keeps the cost with the subset, so a reused manifest still reports it.
+        info = {**sel.info, SECONDS_KEY: seconds}
+        if sliced_from is not None:
+            info[SLICED_KEY] = sliced_from
+        write_manifest(path, Selection(sel.indices, sel.scores, info), selector=job.spec.name,
+                       params=job.resolved, budget=budget, seed=job.seed,
+                       features=features_fingerprint, ids=ids, fraction=cells[0][1])
+        _record(results, job, budget, path, None, seconds, sliced_from)
+
+
+def _record(results: dict[CellKey, SelectionResult], job: _Job, budget: int, path: Path | None,
+            error: str | None, seconds: float, sliced_from: int | None) -> None:
+    for cell in job.outputs[budget][1]:
+        results[cell] = SelectionResult(job.spec.key, cell[1], cell[2], budget, path, seconds,
+                                        error=error, sliced_from=sliced_from)

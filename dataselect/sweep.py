@@ -45,6 +45,7 @@ import typer
 from dataselect.config import StudyConfig, TrainerConfig
 from dataselect.features.store import TableRef
 from dataselect.select_stage import CellKey, SelectionResult, grid_specs, run_select_stage
+from dataselect.timeline import Timeline, trial_times
 from dataselect.train import PREDICTIONS_KEY, EvalPredictions
 
 log = logging.getLogger(__name__)
@@ -414,11 +415,13 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
     from dataselect.preflight import output_error, preflight
 
     _tune_env()
-    ds = preflight(cfg)
+    timeline = Timeline()
+    with timeline.stage("preflight"):
+        ds = preflight(cfg)
     study = cfg.study_dir.expanduser().resolve()
     try:
         with StudyLock(study):
-            return _sweep(cfg, ds, study, resume=resume, address=address)
+            return _sweep(cfg, ds, study, resume=resume, address=address, timeline=timeline)
     except OSError as err:
         user = output_error(err, cfg)
         if user is None:
@@ -426,18 +429,20 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
         raise user from None
 
 
-def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None) -> Path:
+def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
+           timeline: Timeline) -> Path:
     from dataselect.console import route_logs
 
     study.mkdir(parents=True, exist_ok=True)
     with route_logs(study) as logfile:
         log.info("logs: %s (third-party messages); Ray worker output: %s", logfile,
                  study / "logs" / "ray")
-        return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile)
+        return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile,
+                             timeline=timeline)
 
 
 def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
-                  logfile: Path) -> Path:
+                  logfile: Path, timeline: Timeline) -> Path:
     from ray import tune
 
     from dataselect.console import link_ray_logs, readable_tune_output, stage
@@ -446,12 +451,14 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     from dataselect.report import write_report
     from dataselect.tune_callbacks import NoRetryOnOwnError, TrialLines
 
-    init_ray(cfg.ray, address=address, log_to_driver=False)
+    with timeline.stage("ray_start"):
+        init_ray(cfg.ray, address=address, log_to_driver=False)
     link_ray_logs(study)
     readable_tune_output()
     declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
-    cfg = resolve_standins(cfg, ds)
-    with stage("features", study, logfile):
+    with timeline.stage("standins"):
+        cfg = resolve_standins(cfg, ds)
+    with stage("features", study, logfile), timeline.stage("features"):
         table, features_fp, eval_emb = _features(cfg, ds)
     probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
     inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
@@ -461,7 +468,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     ref = TableRef(cfg.cache_root / "features", features_fp)
     source = ref if ref.exists() else {k: table[k] for k in ("id", "label") if k in table}
     del table
-    with stage("select", study, logfile):
+    with stage("select", study, logfile), timeline.stage("select"):
         selections = run_select_stage(cfg, source, features_fingerprint=features_fp,
                                       manifest_dir=study / "manifests")
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
@@ -517,11 +524,39 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                 verbose=1,
             ),
         )
-    _wait_for_free_cpus()
-    grid = tuner.fit()
+    with timeline.stage("tune_wait_cpus"):
+        _wait_for_free_cpus()
+    with timeline.stage("tune"):
+        grid = tuner.fit()
     n_err = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_error"))
     log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
-    return write_report(study)
+    with timeline.stage("report"):
+        report = write_report(study)
+    _log_timeline(timeline.write(study, trial_times(grid), _trial_slots(cfg)))
+    return report
+
+
+def _trial_slots(cfg: StudyConfig) -> int:
+    """Trials Tune can run at once: CPUs (or GPUs) per trial, capped by ``max_concurrent_trials``."""
+    import ray
+
+    res = ray.cluster_resources()
+    slots = [int(res.get("CPU", 1) // cfg.ray.cpus_per_trial)]
+    if cfg.ray.gpus_per_trial > 0:
+        slots.append(int(res.get("GPU", 0) // cfg.ray.gpus_per_trial))
+    if cfg.ray.max_concurrent_trials:
+        slots.append(cfg.ray.max_concurrent_trials)
+    return max(1, min(slots))
+
+
+def _log_timeline(data: dict[str, Any]) -> None:
+    o = data["overhead"]
+    log.info("sweep timeline: %.0f s in all; ray start %.1f s, features %.1f s, select %.1f s, "
+             "tune %.1f s (%d trials, %.1f s train + eval over %d slot(s), %.1f s trial set-up, "
+             "%.1f s scheduling gaps), report %.1f s; overhead %.1f s = %.1f %% (timeline.json)",
+             o["total"], o.get("stage_ray_start", 0), o.get("stage_features", 0), o.get("stage_select", 0),
+             o.get("stage_tune", 0), o["trials"], o["trial_work"], o["slots"], o["trial_setup"],
+             o["tune_gaps"], o.get("stage_report", 0), o["overhead"], 100 * o["overhead_frac"])
 
 
 # --------------------------------------------------------------------------- CLI

@@ -323,27 +323,35 @@ def finetune(
     step, seen, epoch_losses = 0, 0, []
     t0 = time.perf_counter()
     bar = tqdm(total=total, desc="finetune", disable=not progress, leave=False)
+    pin = device.startswith("cuda")
     while step < total:
-        epoch_losses = []
+        # Losses stay on the device until the epoch ends: reading one per step
+        # (float(loss)) would make the host wait for the GPU every step, so it
+        # could never queue the next step's kernels while this one runs.
+        pending: list[tuple[int, Any, float]] = []
         for rows in train_batches(lengths, cfg.batch_size, rng, bucket=bucket):
             if step >= total:
                 break
             input_ids, mask = _collate(ids, rows, pad_id)
+            if pin:
+                input_ids, mask = input_ids.pin_memory(), mask.pin_memory()
             with _autocast(device, bf16):
-                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                logits = model(input_ids=input_ids.to(device, non_blocking=pin),
+                               attention_mask=mask.to(device, non_blocking=pin)).logits
             loss = F.cross_entropy(logits.float(), labels[rows].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            value = float(loss.detach())
-            epoch_losses.append(value)
-            board.scalar("train/loss", value, step)
-            board.scalar("train/lr", sched.get_last_lr()[0], step)
+            pending.append((step, loss.detach(), sched.get_last_lr()[0]))
             step += 1
             seen += len(rows)
             bar.update(1)
+        epoch_losses = torch.stack([p[1] for p in pending]).tolist() if pending else []
+        for (i, _, lr), value in zip(pending, epoch_losses, strict=True):
+            board.scalar("train/loss", value, i)
+            board.scalar("train/lr", lr, i)
     bar.close()
     if device.startswith("cuda"):
         torch.cuda.synchronize()

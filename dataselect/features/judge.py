@@ -93,33 +93,50 @@ def _logprobs(
         jobs.append((None, seqs))
     jobs += [(j, [s + targets[j][:-1] for s in seqs]) for j in multi]
     for j, full in jobs:
+        k = 1 if j is None else len(targets[j])
         lengths = np.fromiter((len(s) for s in full), dtype=np.int64, count=len(full))
         for idx in length_batches(lengths, batch_size):
             if not len(idx):
                 continue
+            # Left-padded, so every row's answer positions are its last k:
+            # the LM head runs on those alone (tail_logits), not on every prompt token.
             width = int(lengths[idx].max())
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for r, i in enumerate(idx):
-                ids[r, : lengths[i]] = torch.tensor(full[i])
-                mask[r, : lengths[i]] = 1
-            pos = (mask.cumsum(1) - 1).clamp(min=0)
+                ids[r, width - lengths[i]:] = torch.tensor(full[i])
+                mask[r, width - lengths[i]:] = 1
             with torch.inference_mode():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                               position_ids=pos.to(device)).logits
-            rows = torch.arange(len(idx))
-            if j is None:
+                logits = tail_logits(model, ids.to(device), mask.to(device), k)
                 # fp32 log-softmax: bf16 logits lose digits that small log-odds need.
-                lp = torch.log_softmax(logits[rows, torch.as_tensor(lengths[idx] - 1)].float(), -1)
-                cols = [k for k, t in enumerate(targets) if len(t) == 1]
-                out[np.ix_(idx, cols)] = lp[:, single].double().cpu().numpy()
+                lp = torch.log_softmax(logits.float(), -1)
+            if j is None:
+                cols = [c for c, t in enumerate(targets) if len(t) == 1]
+                out[np.ix_(idx, cols)] = lp[:, -1, single].double().cpu().numpy()
                 continue
-            k = len(targets[j])
-            for r, i in enumerate(idx):
-                start = int(lengths[i]) - k  # logits at start+t predict answer token t
-                lp = torch.log_softmax(logits[r, start:start + k].float(), -1)
-                out[i, j] = float(lp[torch.arange(k), torch.tensor(targets[j])].double().sum())
+            # logits at position width - k + t predict answer token t.
+            tok_lp = lp[:, torch.arange(k), torch.tensor(targets[j])]
+            out[idx, j] = tok_lp.double().sum(1).cpu().numpy()
     return out
+
+
+def tail_logits(model: Any, ids: Any, mask: Any, k: int) -> Any:
+    """Logits (b, k, vocab) of the last ``k`` positions of left-padded rows.
+
+    Position ids follow the attention mask, so a row scores as it would
+    unpadded. ``logits_to_keep`` (``num_logits_to_keep`` before
+    transformers 4.50) makes the model apply its LM head (and any logit
+    scaling) to those positions only: with a 150k vocabulary that head is a
+    large share of a forward pass, and the judge needs one position per prompt.
+    """
+    import inspect
+
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    params = inspect.signature(model.forward).parameters
+    keep = next((a for a in ("logits_to_keep", "num_logits_to_keep") if a in params), None)
+    kw = {keep: k} if keep else {}
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kw).logits
+    return logits[:, -k:]
 
 
 def judge_scores(
@@ -134,7 +151,7 @@ def judge_scores(
 ) -> dict[str, np.ndarray]:
     """``judge_<flag>`` (n,) float64 log-odds of ``answers[0]`` over ``answers[1]``; no Ray.
 
-    Prompts of similar length are batched together, right-padded; position
+    Prompts of similar length are batched together, left-padded; position
     ids follow the attention mask (as in
     :func:`dataselect.features.perplexity.lm_scores`). With one-token
     answers (Qwen3's `` Yes``/`` No``) one forward pass per prompt reads both

@@ -401,5 +401,7 @@ def _ray_batches(
                 num_gpus=1 if gpu else 0,
             )
         yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+        if log.isEnabledFor(logging.DEBUG):  # where the time went: actor start, UDF, iterator waits
+            log.debug("features %s: Ray Data stats\n%s", spec.name, ds.stats())
     finally:
         ctx.enable_progress_bars = old_bars

@@ -109,6 +109,14 @@ class Selector:
     seeded: ClassVar[bool] = True
     """False when the picks never depend on ``seed``: the select stage then
     runs one selection and shares it across the grid's seeds."""
+    prefix_consistent: ClassVar[bool] = False
+    """True when, for any seed, the selection at budget ``b`` is the first ``b``
+    picks and scores of the selection at any larger budget, and its ``info``
+    follows from that larger selection (:meth:`truncate`). The select stage
+    then runs only a seed's largest budget and slices the smaller ones.
+    Declare it only when exact: a budget-dependent allocation, band draw or
+    fill breaks it. Subclasses whose answer depends on parameters override
+    it with a property, as for ``seeded``."""
 
     def required(self) -> tuple[str, ...]:
         """Feature names this instance reads (may depend on parameters)."""
@@ -149,6 +157,37 @@ class Selector:
     ) -> Selection:
         """Choose ``budget`` of ``n`` rows; inputs are already checked."""
         raise NotImplementedError
+
+    def truncate(self, selection: Selection, budget: int) -> Selection:
+        """What :meth:`select` returns at ``budget``, cut from ``selection`` at a larger budget.
+
+        Same features and seed are assumed: ``selection`` must come from this
+        selector's own :meth:`select`. Only for ``prefix_consistent``
+        selectors; equal to a separate :meth:`select` call bit for bit.
+
+        Raises
+        ------
+        TypeError
+            The selector is not prefix-consistent (slicing would be wrong).
+        InvalidParameterError
+            ``budget`` is not in ``[1, len(selection.indices)]``, or is one
+            the selector itself rejects.
+        """
+        owner = type(self).__name__
+        if not self.prefix_consistent:
+            raise TypeError(f"{owner} is not prefix-consistent; run select() at budget {budget}")
+        size = len(selection.indices)
+        check(owner, "budget", budget, is_int(budget) and 0 < budget <= size,
+              f"an int in [1, {size}] (the budget of the selection to cut)")
+        budget = int(budget)
+        if budget == size:
+            return selection
+        scores = None if selection.scores is None else selection.scores[:budget]
+        return Selection(selection.indices[:budget], scores, self._prefix_info(selection, budget))
+
+    def _prefix_info(self, selection: Selection, budget: int) -> dict[str, Any]:
+        """``info`` at ``budget < len(selection.indices)``; default: it does not depend on the budget."""
+        return dict(selection.info)
 
 
 def _plain(value: Any) -> Any:

@@ -20,6 +20,8 @@ class RandomSelector(Selector):
 
     Indices come in the sampled order; the generator is
     ``np.random.default_rng(seed)``, so a seed fixes the subset everywhere.
+    Not ``prefix_consistent``: numpy's draw without replacement gives a
+    smaller sample that is not the start of a larger one.
     """
 
     requires: ClassVar[tuple[str, ...]] = ()
@@ -40,6 +42,7 @@ class FullSelector(Selector):
 
     requires: ClassVar[tuple[str, ...]] = ()
     seeded: ClassVar[bool] = False
+    prefix_consistent: ClassVar[bool] = True
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator

@@ -80,6 +80,11 @@ class ConfidentLearning(Selector):
         check(owner, "quality", self.quality, self.quality in QUALITY, f"one of {list(QUALITY)}")
         check_head_params(owner, self.n_folds, self.C)
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        """``quality`` ranks one seeded set of unflagged rows; ``random`` draws from it."""
+        return self.fill == "quality"
+
     def label_issues(self, features: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
         """``(flagged, quality)``, both (n,): the flags and scores :meth:`select` uses with this seed.
 

@@ -75,6 +75,10 @@ class ConsistencyFilter(Selector):
         check(owner, "fill", self.fill, self.fill in ("random", "stable"), "'random' or 'stable'")
         check_head_params(owner, self.n_folds, self.C)
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        return self.fill == "stable"
+
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import rankdata
@@ -71,7 +71,8 @@ class SemanticLexical(Selector):
     ``E||a - b||^2 = 2``: ``w`` is the lexical share of the distance.
     ``scores`` and ``info["radius"]`` are joint-space distances (for ``w = 0``
     Euclidean distances of the, possibly normalised, embeddings). The first
-    pick is drawn with the seed, as in ``kcenter``.
+    pick is drawn with the seed, as in ``kcenter``; as there, the picks at a
+    smaller budget are a prefix (``prefix_consistent``).
 
     References
     ----------
@@ -87,6 +88,7 @@ class SemanticLexical(Selector):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("embedding",)
+    prefix_consistent: ClassVar[bool] = True
     lexical_weight: float = 0.3
     lexical: tuple[str, ...] = ("mattr", "mtld")
     metric: str = "cosine"
@@ -119,6 +121,10 @@ class SemanticLexical(Selector):
         picks, scores, radius = kcenter_greedy(x, budget, [int(rng.integers(n))])
         return Selection(picks, scores, {"radius": float(radius),
                                          "lexical_weight": float(self.lexical_weight)})
+
+    def _prefix_info(self, selection: Selection, budget: int) -> dict[str, Any]:
+        # kcenter_greedy's radius at budget b is the score of pick b + 1.
+        return {**selection.info, "radius": float(selection.scores[budget])}  # type: ignore[index]
 
 
 def joint_space(

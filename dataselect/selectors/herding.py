@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -34,7 +34,8 @@ class Herding(Selector):
     product with the (n, d) embeddings: O(n d) time, O(n) extra memory, no
     n x n kernel matrix. Ties go to the lower row. ``scores`` hold the gap
     ``||mean(S) - mu||`` right after each pick; ``info["mean_gap"]`` is the
-    final one.
+    final one. Nothing depends on the budget but where the loop stops, so
+    the picks at a smaller budget are a prefix (``prefix_consistent``).
 
     References
     ----------
@@ -45,12 +46,16 @@ class Herding(Selector):
 
     requires: ClassVar[tuple[str, ...]] = ("embedding",)
     seeded: ClassVar[bool] = False  # greedy and tie-broken by row: no randomness
+    prefix_consistent: ClassVar[bool] = True
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
         picks, gaps = herding(features["embedding"], budget)
         return Selection(picks, gaps, {"mean_gap": float(gaps[-1])})
+
+    def _prefix_info(self, selection: Selection, budget: int) -> dict[str, Any]:
+        return {**selection.info, "mean_gap": float(selection.scores[budget - 1])}  # type: ignore[index]
 
 
 def herding(

@@ -244,6 +244,11 @@ class Fusion(_Composite):
         object.__setattr__(self, "members", specs)
         object.__setattr__(self, "_members", members)
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        """Members that rank every row make the fused value budget-free: the top ``budget`` is a prefix."""
+        return all(s["rows"] == "all" for s in self.members if s["weight"] != 0)
+
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:

@@ -16,7 +16,7 @@ pick's importance score; ``info`` the score distribution over all rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -60,6 +60,7 @@ class _HeadScores(Selector):
     """Shared head parameters, checks and the keep-top-k step."""
 
     requires: ClassVar[tuple[str, ...]] = ("embedding", "label")
+    prefix_consistent: ClassVar[bool] = True  # one budget-free ranking, cut at the budget
     hidden: int = 128
     epochs: int = 5
     batch_size: int = 256
@@ -100,6 +101,10 @@ class _HeadScores(Selector):
                  "score_max_finite": float(finite.max()) if finite.size else None,
                  "threshold": float(scores[picks[-1]]) if np.isfinite(scores[picks[-1]]) else None}
         return Selection(picks, scores[picks], {**info, **stats, "keep": self.keep})
+
+    def _prefix_info(self, selection: Selection, budget: int) -> dict[str, Any]:
+        last = float(selection.scores[budget - 1])  # type: ignore[index]
+        return {**selection.info, "threshold": last if np.isfinite(last) else None}
 
 
 @register("grand")

@@ -70,6 +70,10 @@ class LLMJudge(Selector):
     def seeded(self) -> bool:  # type: ignore[override]
         return self.fill == "random"
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        return self.fill == "score"
+
     def _flags(self) -> list[tuple[str, float]]:
         return [(f"judge_{k}", float(t)) for k, t in
                 (("ambiguous", self.ambiguous_max), ("sarcastic", self.sarcastic_max)) if t is not None]

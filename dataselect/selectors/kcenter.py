@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -62,6 +62,12 @@ class KCenterGreedy(Selector):
     ``scores`` hold each pick's distance to the nearest earlier pick
     (``inf`` for the first); ``info["radius"]`` is the covering radius.
 
+    For a given seed (or ``initial``) the picks at a smaller budget are the
+    first picks at a larger one (``prefix_consistent``): the start and
+    every step are the same, and the radius at budget ``b`` is the score of
+    pick ``b + 1`` (the farthest row from the first ``b`` picks), computed
+    by the same code path, so a slice is bit-identical to its own run.
+
     References
     ----------
     .. [1] T. Gonzalez, "Clustering to minimize the maximum intercluster
@@ -73,6 +79,7 @@ class KCenterGreedy(Selector):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("embedding",)
+    prefix_consistent: ClassVar[bool] = True
     metric: str = "euclidean"
     initial: tuple[int, ...] | None = None
 
@@ -98,10 +105,7 @@ class KCenterGreedy(Selector):
             raise InvalidParameterError(
                 f"{owner}.initial must hold row indices < n={n}; got {max(start)}"
             )
-        if len(start) > budget:
-            raise InvalidParameterError(
-                f"{owner}.initial must hold at most budget={budget} rows; got {len(start)}"
-            )
+        self._check_initial_fits(budget)
         x = features["embedding"]
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float64)
@@ -117,8 +121,24 @@ class KCenterGreedy(Selector):
             start = [int(rng.integers(n))]
         picks, scores, radius = kcenter_greedy(x, budget, start)
         if self.metric == "cosine":  # ||a - b||^2 = 2 - 2 cos for unit rows
-            scores, radius = scores**2 / 2, radius**2 / 2
+            # x * x for both (not ** 2: libm pow vs numpy's square), so a
+            # prefix's radius equals the next pick's score bit for bit.
+            scores, radius = scores * scores / 2, radius * radius / 2
         return Selection(picks, scores, {"radius": float(radius), "metric": self.metric})
+
+    def _check_initial_fits(self, budget: int) -> None:
+        if self.initial is not None and len(self.initial) > budget:
+            raise InvalidParameterError(
+                f"{type(self).__name__}.initial must hold at most budget={budget} rows; "
+                f"got {len(self.initial)}"
+            )
+
+    def truncate(self, selection: Selection, budget: int) -> Selection:
+        self._check_initial_fits(budget)  # as a separate run at this budget would
+        return super().truncate(selection, budget)
+
+    def _prefix_info(self, selection: Selection, budget: int) -> dict[str, Any]:
+        return {**selection.info, "radius": float(selection.scores[budget])}  # type: ignore[index]
 
 
 def kcenter_greedy(
@@ -205,17 +225,22 @@ def kcenter_greedy(
             heapq.heapreplace(heap, (-refresh(i), i))
         return -1, 0.0
 
+    def next_farthest() -> tuple[int, float]:
+        # Ski-rental rule: sync once lazy work matches what a sync would cost.
+        if synced < k < n and lazy_cost >= (n - k) * (k - synced) * d:
+            sync()
+        return farthest()
+
     for i in start:
         add(i, refresh(i))
     sync()
     while k < budget:
-        # Ski-rental rule: sync once lazy work matches what a sync would cost.
-        if k > synced and lazy_cost >= (n - k) * (k - synced) * d:
-            sync()
-        i, dist = farthest()
+        i, dist = next_farthest()
         heapq.heappop(heap)
         add(i, dist)
-    _, radius = farthest()
+    # The radius is what the next pick's score would be, by the same steps,
+    # so a run at budget b reports the score of pick b + 1 of a longer run.
+    _, radius = next_farthest()
     return picks, scores, radius
 
 

@@ -88,6 +88,11 @@ class PerplexityFilter(Selector):
         """Random picks within the band; ranked picks ignore the seed."""
         return self.rank_by is None
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        """A ranking of a budget-free band is cut at the budget; a random draw is not."""
+        return self.rank_by is not None
+
     def required(self) -> tuple[str, ...]:
         if self.rank_by is None or self.rank_by == self.column:
             return self.requires

@@ -208,6 +208,11 @@ class D2(DifficultyScored):
     def seeded(self) -> bool:  # type: ignore[override]
         return self.column is None or self.beta > 0
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        """Greedy picks on a budget-free graph; ``beta > 0`` prunes ``min(beta n, n - budget)``."""
+        return self.beta == 0
+
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:

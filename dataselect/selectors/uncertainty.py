@@ -92,6 +92,11 @@ class CrossfitScore(Selector):
         check_keep(owner, self.keep, self.q_low, self.q_high)
         check_head_params(owner, self.n_folds, self.C)
 
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        """``high`` / ``low`` cut one seeded ranking at the budget; ``band`` draws at random."""
+        return self.keep != "band"
+
     def _score(self, proba: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
         """Per-row value (n,) from out-of-fold ``proba`` (n, K), and info to report."""
         raise NotImplementedError
@@ -186,6 +191,10 @@ class WordpieceRatio(Selector):
     @property
     def seeded(self) -> bool:  # type: ignore[override]
         return self.keep == "band"
+
+    @property
+    def prefix_consistent(self) -> bool:  # type: ignore[override]
+        return self.keep != "band"
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator

@@ -69,3 +69,21 @@ def test_masked_position_head_matches_full_forward(tiny_mlm, sample, monkeypatch
             m.setattr(pp, "masked_position_head", lambda _model: None)
             full = pseudo_log_likelihoods(texts, tok, model, batch_size=8)
         np.testing.assert_allclose(fast["mlm_mean_nll"], full["mlm_mean_nll"], rtol=1e-5)
+
+
+def test_masked_copies_of_several_texts_share_a_pass(tiny_mlm, sample):
+    """Copies are packed across texts (not one pass per text) and score as each text alone."""
+    tok, model = load_tokenizer(tiny_mlm), load_masked_lm(tiny_mlm, "cpu")
+    texts = [t for t in sample["text"].tolist() if 2 <= len(t.split()) <= 6][:10]
+    copies = sum(len(tok(t)["input_ids"]) - 2 for t in texts)  # CLS/SEP are never masked
+    calls = []
+    hook = model.base_model.register_forward_hook(lambda _m, args, kw, _o: calls.append(1), with_kwargs=True)
+    try:
+        packed = pseudo_log_likelihoods(texts, tok, model, batch_size=64)
+    finally:
+        hook.remove()
+    assert len(calls) == math.ceil(copies / 64) < len(texts)
+    alone = [pseudo_log_likelihoods([t], tok, model, batch_size=64) for t in texts]
+    for col in ("mlm_mean_nll", "pseudo_perplexity"):
+        np.testing.assert_allclose(packed[col], [a[col][0] for a in alone], rtol=1e-5)
+    np.testing.assert_array_equal(packed["mlm_token_count"], [a["mlm_token_count"][0] for a in alone])

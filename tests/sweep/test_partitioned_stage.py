@@ -76,3 +76,22 @@ def test_stage_on_a_saved_table_equals_the_in_memory_stage(table, sst2_dir, tmp_
         assert a[cell].path.name == b[cell].path.name  # same key: auto resolved to 1 (the pool fits)
         assert np.array_equal(read_manifest(a[cell].path).ids, read_manifest(b[cell].path).ids)
     assert "partitions" not in read_manifest(a[("kmeans", 0.1, 0)].path).meta["params"]
+
+
+def test_prefix_reuse_applies_to_the_selector_that_runs(table, sst2_dir, tmp_path, ray_tmp, ray_local):
+    """``partitions: auto`` on a pool that fits runs plain herding: its smaller
+    budget is cut from the larger; partitioned herding is not prefix-consistent
+    (the per-partition split changes with the budget), so each budget runs."""
+    ref, mem = table
+    cfg = _cfg(sst2_dir, tmp_path, ray_tmp,
+               [{"name": "herding", "label": "auto", "params": {"partitions": "auto"}},
+                {"name": "herding", "label": "p2", "params": {"partitions": 2}}], seeds=(0,))
+    cfg = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"fractions": [0.05, 0.1]})})
+    out = run_select_stage(cfg, ref, features_fingerprint=ref.key, manifest_dir=tmp_path / "m")
+    small, large = budget_for(0.05, 1500), budget_for(0.1, 1500)
+    assert out[("auto", 0.05, 0)].sliced_from == large and out[("auto", 0.1, 0)].sliced_from is None
+    assert out[("p2", 0.05, 0)].sliced_from is None and out[("p2", 0.1, 0)].sliced_from is None
+    for label, params in (("auto", {}), ("p2", {"partitions": 2})):
+        for frac, budget in ((0.05, small), (0.1, large)):
+            want = get_selector("herding", **params).select(mem, budget, 0)
+            assert np.array_equal(read_manifest(out[(label, frac, 0)].path).ids, mem["id"][want.indices])

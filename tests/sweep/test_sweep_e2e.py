@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,19 @@ def test_report_rebuilds_from_disk(probe_study):
     assert again == report and report.is_file()
     pd.testing.assert_frame_equal(pd.read_csv(report.parent / "results.csv"), before)
 
+
+def test_sweep_writes_its_timeline(probe_study):
+    cfg, _ = probe_study
+    data = json.loads((cfg.study_dir / "timeline.json").read_text())
+    assert {"preflight", "ray_start", "features", "select", "tune", "report"} <= set(data["stages"])
+    assert sum(data["stages"].values()) <= data["total_s"]
+    o = data["overhead"]
+    assert o["trials"] == 14 and o["slots"] == 2 and 0 < o["trial_work"] <= o["trial_wall"]
+    assert 0 < o["overhead"] < o["total"]
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_sweep_overhead.py"
+    out = subprocess.run([sys.executable, str(script), str(cfg.study_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "HEADLINE: overhead" in out and "| Tune run |" in out
 
 def test_select_stage_rerun_reuses_manifests(probe_study):
     cfg, report = probe_study

@@ -1,0 +1,128 @@
+"""Console hygiene: Ray's native log lines and raylet notices (issue 15, item 6)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from dataselect import console
+
+BENIGN = (b"[2026-12-01 00:00:22,652 E 1885 1885] core_worker.cc:2465: Actor with class name: "
+          b"'MapWorker(MapBatches(EmbedBatch))' has constructor arguments in the object store and "
+          b"max_restarts > 0. If the arguments go out of scope the actor restart will fail.\n")
+WARN = b"[2026-12-01 00:00:23,001 W 1885 1902] gcs_client.cc:12: slow GCS reply\n"
+REAL = b"[2026-12-01 00:00:24,500 E 1885 1885] core_worker.cc:99: Failed to pin object\n"
+
+
+def _through_filter(capfd, writes: list[bytes]) -> tuple[str, str]:
+    sink = io.StringIO()
+    with console.native_lines_to(sink):
+        for w in writes:
+            os.write(2, w)
+            time.sleep(0.02)  # let the pump see each write as its own chunk
+    return capfd.readouterr().err, sink.getvalue()
+
+
+def test_native_lines_leave_the_console_but_bars_and_real_errors_stay(capfd):
+    capfd.readouterr()
+    bar = [b"\rembedding shards:  11%|# | 1/9 [00:25<03:24, 25.57s/shard]",
+           b"\rembedding shards:  22%|## | 2/9 [00:42<02:25, 20.75s/shard]"]
+    # A native line cut into three writes, one starting mid-bar (as seen on the console).
+    writes = [bar[0], BENIGN[:5], BENIGN[5:40], BENIGN[40:], bar[1], WARN, REAL, b"done\n"]
+    err, moved = _through_filter(capfd, writes)
+    assert err == (bar[0] + bar[1] + REAL + b"done\n").decode()
+    assert moved == (BENIGN + WARN).decode()
+
+
+def test_a_bracket_that_cannot_start_a_native_line_is_not_held_back(capfd):
+    capfd.readouterr()
+    sink = io.StringIO()
+    with console.native_lines_to(sink):
+        os.write(2, b"\rbar [00:01<00:09]")
+        deadline = time.time() + 2
+        seen = ""
+        while time.time() < deadline and "[00:01" not in seen:
+            time.sleep(0.05)
+            seen += capfd.readouterr().err
+    assert "[00:01<00:09]" in seen  # shown while the block is still open
+    assert sink.getvalue() == ""
+
+
+def _notice(pid: str = "raylet") -> dict:
+    text = ("A worker died or was killed while executing a task by an unexpected system error. "
+            "To troubleshoot the problem, check the logs for the dead worker. Lease ID: 00ab "
+            "Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a "
+            "connection error code 2. End of file.")
+    return {"lines": [text], "pid": pid, "is_err": False}
+
+
+def test_raylet_notice_is_one_console_line_and_counted(tmp_path, caplog, capsys):
+    from ray._private import worker as ray_worker
+
+    before = len(console.WORKER_DEATHS)
+    caplog.set_level(logging.INFO)
+    full: list[logging.LogRecord] = []
+    keep = logging.Handler()
+    keep.emit = full.append  # "ray" loggers do not propagate to caplog's root handler
+    logging.getLogger("ray.raylet").addHandler(keep)
+    try:
+        with console.raylet_notices(tmp_path / "logs" / "ray"):
+            ray_worker.print_to_stdstream(_notice(), ignore_prefix=False)
+    finally:
+        logging.getLogger("ray.raylet").removeHandler(keep)
+    assert ray_worker.print_to_stdstream.__name__ == "print_to_stdstream"  # put back
+    assert len(console.WORKER_DEATHS) == before + 1
+    ours = [r for r in caplog.records if r.name == "dataselect.console"]
+    assert len(ours) == 1
+    msg = ours[0].getMessage()
+    assert msg.startswith("ray: A worker died or was killed while executing a task by an unexpected "
+                          "system error (SYSTEM_ERROR)")
+    assert str(tmp_path / "logs" / "ray") in msg and "Lease ID" not in msg
+    assert len(full) == 1 and "Lease ID: 00ab" in full[0].getMessage()  # whole notice for the log file
+    assert capsys.readouterr().out == ""  # Ray's own print did not happen
+
+
+def test_stage_says_it_completed_in_spite_of_a_worker_death(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    with console.stage("features", tmp_path, tmp_path / "sweep.log"):
+        console.WORKER_DEATHS.append("A worker died")
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    assert lines == [f"features stage completed although 1 Ray worker(s) died: Ray re-ran their work; "
+                     f"worker logs in {tmp_path / 'logs' / 'ray'}"]
+    caplog.clear()
+    with console.stage("select", tmp_path, tmp_path / "sweep.log"):
+        pass
+    assert not [r for r in caplog.records if r.name == "dataselect.console"]
+
+
+@pytest.mark.timeout(120)
+def test_a_real_worker_kill_inside_a_stage_is_said_once(tmp_path, caplog, ray_local):
+    """A task's worker is SIGKILLed on its first attempt; Ray retries it; the stage says so."""
+    import ray
+
+    marker = tmp_path / "killed-once"
+
+    @ray.remote(max_retries=2)
+    def flaky(path: str) -> int:
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 7
+
+    caplog.set_level(logging.INFO)
+    before = len(console.WORKER_DEATHS)
+    with (console.raylet_notices(tmp_path / "logs" / "ray"),
+          console.stage("select", tmp_path, tmp_path / "sweep.log")):
+        assert ray.get(flaky.remote(str(marker))) == 7
+        deadline = time.time() + 30  # the raylet's notice reaches the driver asynchronously
+        while len(console.WORKER_DEATHS) == before and time.time() < deadline:
+            time.sleep(0.2)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("ray: A worker died")
+    assert lines[1].startswith("select stage completed although 1 Ray worker(s) died")
