@@ -5,7 +5,7 @@ For one partitioning (seed, P) of a saved feature table:
 1. the driver replays :func:`~dataselect.selectors.partitioned.plan_partitions`
    from the seed (a few kB: sample positions and seeds);
 2. one task reads the sample rows from the embedding shards and trains FAISS
-   k-means on them (:func:`~dataselect.selectors.partitioned.fit_partitions`);
+   k-means on them, its cells made even (:func:`~dataselect.selectors.partitioned.fit_partitions`);
 3. Ray Data streams every shard through :func:`assign_batch`, which assigns
    rows to centroids and writes each partition's rows (position, label,
    embedding) to its own folder, returning only counts and sums;
@@ -47,6 +47,7 @@ from dataselect.selectors.base import Selection, Selector, load_features
 from dataselect.selectors.herding import Herding
 from dataselect.selectors.partitioned import (
     Partitioned,
+    Partitioning,
     chain_order,
     fit_partitions,
     herding_targets,
@@ -95,7 +96,7 @@ def plan_key(ref: TableRef, selector: Partitioned, seed: int) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _fit_task(ref: TableRef, sample: np.ndarray, n_parts: int, niter: int, seed: int) -> np.ndarray:
+def _fit_task(ref: TableRef, sample: np.ndarray, n_parts: int, niter: int, seed: int) -> Partitioning:
     x = read_columns(ref, ["embedding"], rows=sample)["embedding"]
     return fit_partitions(x, n_parts, niter, seed)
 
@@ -119,7 +120,7 @@ def _write_atomic(table: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def assign_batch(batch: Any, *, centroids: np.ndarray, lookup: Any, out_dir: str) -> dict[str, np.ndarray]:
+def assign_batch(batch: Any, *, cells: Partitioning, lookup: Any, out_dir: str) -> dict[str, np.ndarray]:
     """Ray Data UDF: assign a batch of shard rows, write each partition's rows, return sums.
 
     ``lookup`` holds ``canon_ids`` (sorted ids), ``frame_pos`` (frame position
@@ -138,7 +139,7 @@ def assign_batch(batch: Any, *, centroids: np.ndarray, lookup: Any, out_dir: str
     x = _embedding_array(batch.column("embedding"))
     canon = np.searchsorted(lookup["canon_ids"], ids)
     pos, cls = lookup["frame_pos"][canon], lookup["label_idx"][canon]
-    part = assign_partitions(x, centroids)
+    part = assign_partitions(x, cells)
     n_classes = int(lookup["n_classes"])
     cell = part * n_classes + cls
     cells = np.unique(cell)
@@ -169,7 +170,7 @@ def prepare_partitions(
     plan = plan_partitions(n, n_parts, selector.partition_sample, np.random.default_rng(int(seed)))
     t0 = time.perf_counter()
     fit = ray.remote(num_cpus=1)(_fit_task)
-    centroids = ray.get(fit.remote(ref, plan.sample, n_parts, selector.partition_niter, plan.kmeans_seed))
+    cells = ray.get(fit.remote(ref, plan.sample, n_parts, selector.partition_niter, plan.kmeans_seed))
     t1 = time.perf_counter()
     if "label" in index:
         classes, label_idx = np.unique(index["label"], return_inverse=True)
@@ -184,7 +185,7 @@ def prepare_partitions(
     shards = column_shards(ref, "embedding")
     ds = ray.data.read_parquet([str(p) for p in shards.paths]).select_columns(["id", "embedding"])
     out = ds.map_batches(assign_batch, batch_format="pyarrow", batch_size=batch_size, num_cpus=1,
-                         fn_kwargs={"centroids": centroids, "lookup": lookup, "out_dir": str(folder)})
+                         fn_kwargs={"cells": cells, "lookup": lookup, "out_dir": str(folder)})
     rows = [b for b in out.iter_batches(batch_format="numpy", batch_size=None)]
     summary = {k: np.concatenate([np.asarray(list(b[k]) if b[k].dtype == object else b[k]) for b in rows])
                for k in ("block", "partition", "label_idx", "count", "sum")}
@@ -214,15 +215,32 @@ def _partition_task(
 
     rss0 = _rss_mib()
     t0 = time.perf_counter()
-    table = pq.read_table(folder)  # every rows-*.parquet of this partition
-    pos = table.column("pos").to_numpy()
+    # Rows in ascending pool position, read file by file straight into their
+    # slots: the task holds one copy of its embeddings (plus one file), not
+    # the Arrow table, its concatenation and a reordered copy.
+    files = sorted(Path(folder).glob("rows-*.parquet"))
+    pos = np.concatenate([pq.read_table(f, columns=["pos"]).column("pos").to_numpy() for f in files])
     order = np.argsort(pos, kind="stable")
-    x = _embedding_array(table.column("embedding"))[order]
-    feats = {"embedding": x, "label": classes[table.column("label").to_numpy()[order]]}
-    del table
+    slot = np.empty_like(order)
+    slot[order] = np.arange(len(order))
+    pos = pos[order]
+    x = label = None
+    lo = 0
+    for f in files:
+        part = pq.read_table(f, columns=["label", "embedding"])
+        rows = slot[lo : lo + part.num_rows]
+        lo += part.num_rows
+        emb = _embedding_array(part.column("embedding"))
+        if x is None:
+            x = np.empty((len(pos), emb.shape[1]), dtype=emb.dtype)
+            label = np.empty(len(pos), dtype=np.int64)
+        x[rows] = emb
+        label[rows] = part.column("label").to_numpy()
+        del part, emb
+    feats = {"embedding": x, "label": classes[label]}
     owner = type(inner.inner if isinstance(inner, PerClass) else inner).__name__
     feats, _ = load_features(owner, feats, tuple(sorted(set(inner.required()) | {"embedding"})))
-    picks, scores, info, sums = select_partition(inner, feats, pos[order], shares, classes, seed, targets)
+    picks, scores, info, sums = select_partition(inner, feats, pos, shares, classes, seed, targets)
     return {"picks": picks, "scores": scores, "info": info, "sums": sums,
             "stats": {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
                       "rows": len(pos), "picks": len(picks), "seconds": time.perf_counter() - t0,

@@ -66,7 +66,7 @@ FAMILY_CHECKS: dict[str, Callable[[dict[str, np.ndarray]], str | None]] = {
     "consistency": eda.no_nan(eda.COLUMNS),
 }
 
-Engine = Literal["ray", "local"]
+Engine = Literal["auto", "ray", "local"]
 
 
 def default_families(cfg: FeaturesConfig) -> set[str]:
@@ -132,7 +132,7 @@ def compute_features(
     *,
     which: set[str] | None = None,
     progress: bool = True,
-    engine: Engine = "ray",
+    engine: Engine = "auto",
 ) -> FeatureTable:
     """Compute (or load from cache) features for every row of ``frame``.
 
@@ -151,10 +151,11 @@ def compute_features(
         that ``cfg`` enables (:func:`default_families`).
     progress : bool, default=True
         Show Ray Data's progress bars and a tqdm bar over shards.
-    engine : {"ray", "local"}, default="ray"
+    engine : {"auto", "ray", "local"}, default="auto"
         ``ray``: Ray Data ``map_batches`` with an actor pool of
         ``cfg.num_actors`` (model families) or tasks (text metrics);
-        ``local``: the same UDF classes called in this process (no Ray).
+        ``local``: the same UDF classes called in this process (no Ray);
+        ``auto``: per family, see :func:`pick_engine`.
 
     Returns
     -------
@@ -176,8 +177,8 @@ def compute_features(
     from dataselect.data import frame_fingerprint
 
     _check_frame(frame)
-    if engine not in ("ray", "local"):
-        raise UserError(f"compute_features.engine must be 'ray' or 'local'; got {engine!r}")
+    if engine not in ("auto", "ray", "local"):
+        raise UserError(f"compute_features.engine must be 'auto', 'ray' or 'local'; got {engine!r}")
     names = _resolve_which(which, cfg)
     store = FeatureStore(store_dir)
     canon = frame[["id", "text", "label"]].sort_values("id", kind="stable").reset_index(drop=True)
@@ -243,12 +244,13 @@ def _family(
     from dataselect.models import pick_device
 
     device = pick_device(cfg.device) if cfg.device != "auto" or spec.uses_model else "cpu"
+    engine = pick_engine(engine, cfg, device, uses_model=spec.uses_model)
     n_threads, _ = _cpu_share(cfg, engine)
     spec = FAMILIES[name](cfg, device, n_threads)
     key = _key(spec, frame_fp, size)
     have, missing = partial.get(key) or _read_all(store, key, spec, ids, size)
-    log.info("features %s: computing %d of %d shards on %s (%s)", name, len(missing),
-             len(shard_bounds(len(ids), size)), device, key[:12])
+    log.info("features %s: computing %d of %d shards on %s, %s (%s)", name, len(missing),
+             len(shard_bounds(len(ids), size)), device, "Ray Data" if engine == "ray" else "in process", key[:12])
     t0 = time.perf_counter()
     bounds = shard_bounds(len(ids), size)
     for i, values in _compute_shards(spec, canon, bounds, missing, cfg, progress=progress, engine=engine):
@@ -267,6 +269,31 @@ def _meta(name: str, spec: FamilySpec, key: str, frame_fp: str, n_rows: int, siz
             "model_fingerprint": _model_fp(spec.model_ref), "settings": spec.key_settings,
             "frame_fingerprint": frame_fp, "n_rows": n_rows, "shard_size": size,
             "n_shards": len(shard_bounds(n_rows, size)), "columns": list(spec.columns)}
+
+
+def pick_engine(engine: Engine, cfg: FeaturesConfig, device: str, *, uses_model: bool) -> Engine:
+    """``auto``: a model family on the CPU of a one-node Ray (or no Ray yet)
+    with one actor runs in this process; anything else through Ray Data.
+
+    Why: one actor on one node gives Ray Data no parallelism to add, only a
+    fixed cost per family (a fresh actor process importing torch and
+    transformers, loading the model, ~3-5 s on 2 cores), which on a small
+    pool is the whole difference from a plain loop (BENCHMARKS.md, issue 16).
+    Ray Data keeps what it is for: several actors, several nodes, GPUs (an
+    actor frees its device when the family is done; this process would keep
+    a CUDA context through the sweep), and the model-free text metrics,
+    which it spreads over one task per CPU.
+    """
+    if engine != "auto":
+        return engine
+    if not uses_model or device != "cpu" or cfg.num_actors > 1:
+        return "ray"
+    import ray
+
+    if not ray.is_initialized():
+        return "local"
+    alive = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    return "local" if len(alive) <= 1 else "ray"
 
 
 def _cpu_share(cfg: FeaturesConfig, engine: Engine) -> tuple[int, int]:
@@ -288,7 +315,13 @@ def _cpu_share(cfg: FeaturesConfig, engine: Engine) -> tuple[int, int]:
         largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1)
         total = max(1, min(cluster, largest))
     else:
-        total = os.cpu_count() or 1
+        # This process: the cores it may run on, and no more than Ray was given.
+        total = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        import sys
+
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            total = min(total, int(sys.modules["ray"].cluster_resources().get("CPU", total)))
+        return max(1, total), max(1, total)
     return max(1, total // cfg.num_actors), total
 
 

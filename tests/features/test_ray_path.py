@@ -39,3 +39,28 @@ def test_ray_udf_on_take_batch(sample):
     out = EmbedBatch(model="minilm", batch_size=8)(batch)
     np.testing.assert_array_equal(out["id"], sample["id"].to_numpy()[:20])
     assert out["embedding"].shape == (20, 384)
+
+
+def test_auto_engine_runs_in_process_only_where_ray_data_adds_nothing(monkeypatch):
+    """``auto``: a CPU model family with one actor on one node (or before Ray
+    starts) runs in this process; several actors, several nodes, a GPU or the
+    model-free text metrics go through Ray Data; an explicit engine is kept."""
+    import ray
+
+    from dataselect.features.runner import pick_engine
+
+    one, two = FeaturesConfig(num_actors=1), FeaturesConfig(num_actors=2)
+    node = {"Alive": True, "Resources": {"CPU": 2.0}}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    assert pick_engine("auto", one, "cpu", uses_model=True) == "local"
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [node, {"Alive": False, "Resources": {"CPU": 2.0}},
+                                               {"Alive": True, "Resources": {}}])  # a dead node, a head with no CPU
+    assert pick_engine("auto", one, "cpu", uses_model=True) == "local"
+    assert pick_engine("auto", two, "cpu", uses_model=True) == "ray"
+    assert pick_engine("auto", one, "cuda", uses_model=True) == "ray"
+    assert pick_engine("auto", one, "cpu", uses_model=False) == "ray"
+    assert pick_engine("ray", one, "cpu", uses_model=True) == "ray"
+    monkeypatch.setattr(ray, "nodes", lambda: [node, node])
+    assert pick_engine("auto", one, "cpu", uses_model=True) == "ray"
+    assert pick_engine("local", two, "cpu", uses_model=False) == "local"

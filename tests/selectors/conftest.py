@@ -58,3 +58,24 @@ def sst2_features(request: pytest.FixtureRequest, sst2_dir: Path) -> dict[str, n
         "perplexity": rng.lognormal(mean=4.0, sigma=0.6, size=N_SAMPLE),
         **{k: v for k, v in text_metrics(texts).items() if k != "id"},
     }
+
+
+def toy_features(n: int = 50, d: int = 4, seed: int = 0, max_tokens: int = 30) -> dict[str, np.ndarray]:
+    """A seeded table with every column a selector reads: learnable labels,
+    near-copies as EDA variants (the quality filters keep most rows); a small
+    ``max_tokens`` gives many token-count ties, exercising the tie-breaks."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return {"embedding": x, "label": (x[:, 0] > 0).astype(np.int64),
+            "perplexity": rng.lognormal(size=n), "pseudo_perplexity": rng.lognormal(size=n),
+            "subword_ratio": 1 + rng.random(n),
+            "judge_ambiguous": rng.normal(-3, 1, n), "judge_sarcastic": rng.normal(-3, 1, n),
+            "eda_embedding": np.tile(x, 4) + rng.normal(scale=0.01, size=(n, 4 * d)).astype(np.float32),
+            "mattr": rng.uniform(size=n), "mtld": rng.lognormal(size=n),
+            "token_count": rng.integers(1, max_tokens, n), "flesch_reading_ease": rng.normal(60, 20, n)}
+
+
+@pytest.fixture
+def toy():
+    """:func:`toy_features`, as a fixture (test modules here are not a package)."""
+    return toy_features

@@ -11,10 +11,13 @@ from dataselect.selectors import InvalidParameterError, get_selector
 from dataselect.selectors.partitioned import (
     PARTITIONABLE,
     Partitioned,
+    _balance_offsets,
     assign_partitions,
     auto_partitions,
     chain_order,
+    fit_partitions,
     herding_targets,
+    plan_partitions,
     resolve_partitions,
     split_budget,
 )
@@ -119,6 +122,40 @@ def test_assignment_does_not_depend_on_batching(pool):
     assert np.array_equal(whole, parts)
     brute = ((x[:, None].astype(np.float64) - c[None].astype(np.float64)) ** 2).sum(-1).argmin(1)
     assert np.array_equal(whole, brute)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_balance_offsets_meet_the_cap_and_move_rows_only_out_of_full_cells(seed):
+    """Against brute force: every cell ends within ``cap``; a row whose cell
+    never had its price raised keeps it (prices only rise)."""
+    rng = np.random.default_rng(seed)
+    cost = rng.normal(size=(500, 5)) + np.array([-3.0, 0, 0, 0, 1])  # cell 0 is everyone's favourite
+    cap = 110
+    b = _balance_offsets(cost, cap)
+    owner = (cost + b).argmin(1)
+    assert np.bincount(owner, minlength=5).max() <= cap
+    before = cost.argmin(1)
+    calm = b[before] == 0
+    assert np.array_equal(owner[calm], before[calm]) and b.min() == 0 and b[0] > 0
+    with pytest.raises(ValueError, match="cannot fit"):
+        _balance_offsets(cost, 99)
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_cells_are_even_where_kmeans_cells_are_not(seed):
+    """256 blobs in 384-d, P = 4: a k-means centroid averaging many blobs has
+    a small norm and wins most rows (one cell held > 70 % of this pool); the
+    offsets bring every cell within 1.35x the mean on the whole pool
+    (within 1.1x on the sample they were fitted on)."""
+    x, _ = blobs(20_000, 384, 256, 0)
+    plan = plan_partitions(len(x), 4, 256, np.random.default_rng(seed))
+    cells = fit_partitions(x[plan.sample], 4, 20, plan.kmeans_seed)
+    plain = np.bincount(assign_partitions(x, cells.centroids), minlength=4)
+    even = np.bincount(assign_partitions(x, cells), minlength=4)
+    assert plain.max() > 0.7 * len(x)  # the pathology is there
+    assert even.max() <= 1.35 * len(x) / 4 and even.sum() == len(x)
+    brute = (((x[:, None].astype(np.float64) - cells.centroids[None]) ** 2).sum(-1) + cells.offsets).argmin(1)
+    assert np.array_equal(assign_partitions(x, cells), brute)
 
 
 def test_one_partition_or_auto_on_a_small_pool_is_the_plain_selector(pool):

@@ -75,19 +75,6 @@ BUDGETS = [1, 2, 5, 13, 29, 39]
 LARGEST = 40
 
 
-def _toy(n: int = N, d: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    return {"embedding": x, "label": (x[:, 0] > 0).astype(np.int64),
-            "perplexity": rng.lognormal(size=n), "pseudo_perplexity": rng.lognormal(size=n),
-            "subword_ratio": 1 + rng.random(n),
-            "judge_ambiguous": rng.normal(-3, 1, n), "judge_sarcastic": rng.normal(-3, 1, n),
-            "eda_embedding": np.tile(x, 4) + rng.normal(scale=0.01, size=(n, 4 * d)).astype(np.float32),
-            "mattr": rng.uniform(size=n), "mtld": rng.lognormal(size=n),
-            # Few distinct values: ties exercise the tie-breaks.
-            "token_count": rng.integers(1, 8, n), "flesch_reading_ease": rng.normal(60, 20, n)}
-
-
 def _outcome(fn):
     """The selection, or the error a run raises (type and message)."""
     try:
@@ -116,20 +103,20 @@ def test_every_selector_is_classified():
 
 
 @pytest.mark.parametrize(("name", "params"), NOT_PREFIX, ids=lambda v: str(v))
-def test_not_prefix_consistent_refuses_to_truncate(name, params):
+def test_not_prefix_consistent_refuses_to_truncate(toy, name, params):
     s = get_selector(name, **params)
     assert s.prefix_consistent is False
-    sel = s.select(_toy(), 20, 0)
+    sel = s.select(toy(N, max_tokens=8), 20, 0)
     with pytest.raises(TypeError, match="not prefix-consistent"):
         s.truncate(sel, 10)
 
 
 @pytest.mark.parametrize("seed", [0, 3])
 @pytest.mark.parametrize(("name", "params"), PREFIX, ids=lambda v: str(v))
-def test_prefix_equals_separate_run(name, params, seed):
+def test_prefix_equals_separate_run(toy, name, params, seed):
     s = get_selector(name, **params)
     assert s.prefix_consistent is True
-    feats = _toy(seed=seed)
+    feats = toy(N, seed=seed, max_tokens=8)
     big = s.select(feats, LARGEST, seed)
     _assert_same(s.truncate(big, LARGEST), big)
     for b in BUDGETS:
@@ -137,9 +124,9 @@ def test_prefix_equals_separate_run(name, params, seed):
         _assert_same(_outcome(lambda b=b: s.truncate(big, b)), want)
 
 
-def test_truncate_checks_budget():
+def test_truncate_checks_budget(toy):
     s = get_selector("herding")
-    sel = s.select(_toy(), 10, 0)
+    sel = s.select(toy(N, max_tokens=8), 10, 0)
     for bad in (0, 11, 2.5):
         with pytest.raises(UserError, match=r"Herding\.budget must be an int in \[1, 10\]"):
             s.truncate(sel, bad)

@@ -27,19 +27,6 @@ ALL = ["ccs", "cleanlab", "consistency", "d2", "el2n", "entropy", "forgetting", 
        "typiclust", "wordpiece_ratio"]
 
 
-def _toy(n=50, d=4, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    # Learnable labels and near-copies as EDA variants: the quality filters keep most rows.
-    return {"embedding": x, "label": (x[:, 0] > 0).astype(np.int64),
-            "perplexity": rng.lognormal(size=n), "pseudo_perplexity": rng.lognormal(size=n),
-            "subword_ratio": 1 + rng.random(n),
-            "judge_ambiguous": rng.normal(-3, 1, n), "judge_sarcastic": rng.normal(-3, 1, n),
-            "eda_embedding": np.tile(x, 4) + rng.normal(scale=0.01, size=(n, 4 * d)).astype(np.float32),
-            "mattr": rng.uniform(size=n), "mtld": rng.lognormal(size=n),
-            "token_count": rng.integers(1, 30, n), "flesch_reading_ease": rng.normal(60, 20, n)}
-
-
 # Small heads keep the importance selectors fast on the toy tables.
 _HEAD = {"hidden": 4, "epochs": 2}
 _PARAMS = {
@@ -78,19 +65,19 @@ def test_unknown_parameter_names_owner_and_valid_params():
 
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("budget", [0, -1, 51, 2.5, True])
-def test_bad_budget(name, budget):
+def test_bad_budget(toy, name, budget):
     with pytest.raises(InvalidParameterError, match=r"\.budget must be an int in \[1, 50\]"):
-        get_selector(name, **_params(name)).select(_toy(), budget, 0)
+        get_selector(name, **_params(name)).select(toy(), budget, 0)
 
 
-def test_bad_seed():
+def test_bad_seed(toy):
     with pytest.raises(InvalidParameterError, match=r"RandomSelector\.seed must be"):
-        get_selector("random").select(_toy(), 5, -1)
+        get_selector("random").select(toy(), 5, -1)
 
 
 @pytest.mark.parametrize("name", ["kcenter", "kmeans", "herding", "typiclust", "probcover"])
-def test_nan_inf_and_empty_dims_in_embedding(name):
-    f = _toy()
+def test_nan_inf_and_empty_dims_in_embedding(toy, name):
+    f = toy()
     f["embedding"][7, 2] = np.nan
     f["embedding"][9, 0] = np.inf
     with pytest.raises(DataError, match=r"features\['embedding'\] has NaN/inf in 2 row\(s\), first at row 7"):
@@ -101,8 +88,8 @@ def test_nan_inf_and_empty_dims_in_embedding(name):
         get_selector(name, **_params(name)).select({"embedding": np.zeros(50)}, 5, 0)
 
 
-def test_nan_in_perplexity_and_mismatched_lengths():
-    f = _toy()
+def test_nan_in_perplexity_and_mismatched_lengths(toy):
+    f = toy()
     f["perplexity"][3] = np.nan
     with pytest.raises(DataError, match=r"features\['perplexity'\] has NaN/inf.*row 3"):
         get_selector("perplexity").select(f, 5, 0)
@@ -131,8 +118,8 @@ def test_errors_are_one_line_user_errors():
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_selection_contract(name):
-    f = _toy(n=60)
+def test_selection_contract(toy, name):
+    f = toy(n=60)
     sel = get_selector(name, **_params(name)).select(f, 12, 4)
     assert isinstance(sel, Selection)
     assert sel.indices.dtype == np.int64 and len(np.unique(sel.indices)) == 12
@@ -146,16 +133,16 @@ def test_selection_contract(name):
     json.dumps(params)
 
 
-def test_dataframe_features_work():
-    f = _toy()
+def test_dataframe_features_work(toy):
+    f = toy()
     df = pd.DataFrame({"label": f["label"], "embedding": list(f["embedding"])})
     a = get_selector("kcenter").select(df, 10, 0).indices
     b = get_selector("kcenter").select(f, 10, 0).indices
     np.testing.assert_array_equal(a, b)
 
 
-def test_same_seed_same_picks_different_seed_different_picks():
-    f = _toy(n=500, d=8)
+def test_same_seed_same_picks_different_seed_different_picks(toy):
+    f = toy(n=500, d=8)
     for name in ["random", "kcenter", "kmeans", "perplexity", "semantic_lexical", "grand", "el2n",
                  "forgetting", "pipeline", "fusion", "typiclust", "probcover", "ccs", "d2"]:
         s = get_selector(name, **_params(name))
