@@ -7,7 +7,7 @@ For one partitioning (seed, P) of a saved feature table:
 2. one task reads the sample rows from the embedding shards and trains FAISS
    k-means on them, its cells made even (:func:`~dataselect.selectors.partitioned.fit_partitions`);
 3. Ray Data streams every shard through :func:`assign_batch`, which assigns
-   rows to centroids and writes each partition's rows (position, label,
+   rows to cells and writes each partition's rows (position, label,
    embedding) to its own folder, returning only counts and sums;
 4. one task per partition reads its folder alone and runs the selector on its
    share of the budget (:func:`~dataselect.selectors.partitioned.select_partition`);

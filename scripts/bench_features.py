@@ -139,9 +139,11 @@ def peer_embedding(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, n
     tok, model = load_tokenizer(a.model), load_encoder(a.model, a.device)
     load_s = time.perf_counter() - t0
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
-    for idx in _sorted_batches([len(t) for t in texts], a.batch_size):
-        enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=a.max_length,
-                  return_tensors="pt").to(model.device)
+    # Tokenized once and sorted by token count (sentence-transformers sorts by
+    # characters, which pads more): the strongest plain loop we know.
+    ids = tok(texts, truncation=True, max_length=a.max_length)
+    for idx in _sorted_batches([len(x) for x in ids["input_ids"]], a.batch_size):
+        enc = tok.pad({k: [v[i] for i in idx] for k, v in ids.items()}, return_tensors="pt").to(model.device)
         with torch.inference_mode():
             h = model(**enc).last_hidden_state.float()
         m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)

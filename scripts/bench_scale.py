@@ -116,7 +116,11 @@ def measure(ref, method: str, budget: int, n_parts: int, work: Path) -> list[dic
     t0 = time.perf_counter()
     prepared = prepare_partitions(ref, selector, 0 if not selector.seeded else SEED, work)
     t1 = time.perf_counter()
-    sel = run_partitioned(prepared, selector, budget, task_options={"max_calls": 1})
+    # A runtime env of their own gives the partition tasks fresh workers: an
+    # idle worker left by the Ray Data assignment would carry its heap (and its
+    # ru_maxrss) into the task's figures.
+    sel = run_partitioned(prepared, selector, budget, task_options={
+        "max_calls": 1, "runtime_env": {"env_vars": {"DATASELECT_BENCH_FRESH_WORKER": "1"}}})
     part_wall = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)
     q_part = ray.get(qual.remote(ref, sel.indices))
