@@ -272,8 +272,9 @@ def _meta(name: str, spec: FamilySpec, key: str, frame_fp: str, n_rows: int, siz
 
 
 def pick_engine(engine: Engine, cfg: FeaturesConfig, device: str, *, uses_model: bool) -> Engine:
-    """``auto``: a model family on the CPU of a one-node Ray (or no Ray yet)
-    with one actor runs in this process; anything else through Ray Data.
+    """``auto``: a model family on the CPU with one actor, where Ray is not
+    started or is this machine alone, runs in this process; anything else
+    (a remote cluster too) goes through Ray Data.
 
     Why: one actor on one node gives Ray Data no parallelism to add, only a
     fixed cost per family (a fresh actor process importing torch and
@@ -292,8 +293,12 @@ def pick_engine(engine: Engine, cfg: FeaturesConfig, device: str, *, uses_model:
 
     if not ray.is_initialized():
         return "local"
-    alive = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
-    return "local" if len(alive) <= 1 else "ray"
+    alive = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+    try:  # the one node must be this machine, not a remote cluster's head
+        here = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - e.g. a Ray Client connection: no local node
+        return "ray"
+    return "local" if alive in ([], [here]) else "ray"
 
 
 def _cpu_share(cfg: FeaturesConfig, engine: Engine) -> tuple[int, int]:

@@ -42,25 +42,30 @@ def test_ray_udf_on_take_batch(sample):
 
 
 def test_auto_engine_runs_in_process_only_where_ray_data_adds_nothing(monkeypatch):
-    """``auto``: a CPU model family with one actor on one node (or before Ray
-    starts) runs in this process; several actors, several nodes, a GPU or the
-    model-free text metrics go through Ray Data; an explicit engine is kept."""
+    """``auto``: a CPU model family with one actor on this machine's one node
+    (or before Ray starts) runs in this process; several actors, several
+    nodes, a remote node, a GPU or the model-free text metrics go through Ray
+    Data; an explicit engine is kept."""
     import ray
 
     from dataselect.features.runner import pick_engine
 
     one, two = FeaturesConfig(num_actors=1), FeaturesConfig(num_actors=2)
-    node = {"Alive": True, "Resources": {"CPU": 2.0}}
+    node = {"NodeID": "here", "Alive": True, "Resources": {"CPU": 2.0}}
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     assert pick_engine("auto", one, "cpu", uses_model=True) == "local"
     monkeypatch.setattr(ray, "is_initialized", lambda: True)
-    monkeypatch.setattr(ray, "nodes", lambda: [node, {"Alive": False, "Resources": {"CPU": 2.0}},
-                                               {"Alive": True, "Resources": {}}])  # a dead node, a head with no CPU
+    monkeypatch.setattr(ray, "get_runtime_context",
+                        lambda: type("Ctx", (), {"get_node_id": lambda self: "here"})())
+    monkeypatch.setattr(ray, "nodes", lambda: [node, {"NodeID": "dead", "Alive": False, "Resources": {"CPU": 2.0}},
+                                               {"NodeID": "head", "Alive": True, "Resources": {}}])  # a dead node, a head with no CPU
     assert pick_engine("auto", one, "cpu", uses_model=True) == "local"
     assert pick_engine("auto", two, "cpu", uses_model=True) == "ray"
     assert pick_engine("auto", one, "cuda", uses_model=True) == "ray"
     assert pick_engine("auto", one, "cpu", uses_model=False) == "ray"
     assert pick_engine("ray", one, "cpu", uses_model=True) == "ray"
-    monkeypatch.setattr(ray, "nodes", lambda: [node, node])
+    monkeypatch.setattr(ray, "nodes", lambda: [node, {**node, "NodeID": "other"}])
+    assert pick_engine("auto", one, "cpu", uses_model=True) == "ray"
+    monkeypatch.setattr(ray, "nodes", lambda: [{**node, "NodeID": "remote"}])  # one node, not this machine
     assert pick_engine("auto", one, "cpu", uses_model=True) == "ray"
     assert pick_engine("local", two, "cpu", uses_model=False) == "local"
