@@ -9,6 +9,7 @@ and the same stage inside a sweep produce the same files.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,12 @@ def build_standins(cfg: StudyConfig) -> dict[str, str]:
     return {a: b for a, b in pairs if a and b and a != b}
 
 
-def study_features(cfg: StudyConfig, ds: TextDataset | None = None) -> tuple[Any, Any]:
+def study_features(cfg: StudyConfig, ds: TextDataset | None = None,
+                   columns: Collection[str] | None = None) -> tuple[Any, Any]:
     """Feature tables of the pool (all configured families) and of the eval split (embeddings).
 
-    Stand-ins are resolved first; Ray is started (or joined) if needed.
+    Stand-ins are resolved first; Ray is started (or joined) if needed. The
+    pool table holds only ``columns`` (None: all); every family is cached.
     """
     from dataselect.features import compute_features
     from dataselect.ray_runtime import init_ray
@@ -75,7 +78,7 @@ def study_features(cfg: StudyConfig, ds: TextDataset | None = None) -> tuple[Any
     cfg = resolve_standins(cfg, ds)
     init_ray(cfg.ray)
     store = cfg.cache_root / "features"
-    pool = compute_features(ds.train, cfg.features, store)
+    pool = compute_features(ds.train, cfg.features, store, columns=columns)
     evalf = compute_features(ds.eval, cfg.features, store, which={"embedding"})
     return pool, evalf
 
@@ -85,7 +88,7 @@ def study_selections(cfg: StudyConfig) -> dict[str, Path | None]:
     from dataselect.select_stage import run_select_stage
 
     ds = load_dataset(cfg.dataset)
-    pool, _ = study_features(cfg, ds)
+    pool, _ = study_features(cfg, ds, columns=())
     from dataselect.features.store import TableRef
 
     # Tasks read the saved shards themselves: the driver passes the store path and key.

@@ -260,7 +260,10 @@ def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np
     from dataselect.features import compute_features
 
     store = cfg.cache_root / "features"
-    pool = compute_features(ds.train, cfg.features, store)
+    # The driver holds what it writes next to the rows (and a probe's inputs);
+    # select tasks read every other column from the store's shards themselves.
+    keep = [*_KEPT_FEATURES, *(("embedding", "embedding_norm") if cfg.trainer.mode == "probe" else ())]
+    pool = compute_features(ds.train, cfg.features, store, columns=keep)
     table = {k: np.asarray(pool[k]) for k in pool}
     eval_emb = None
     if cfg.trainer.mode == "probe":

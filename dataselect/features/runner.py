@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,6 +133,7 @@ def compute_features(
     which: set[str] | None = None,
     progress: bool = True,
     engine: Engine = "auto",
+    columns: Collection[str] | None = None,
 ) -> FeatureTable:
     """Compute (or load from cache) features for every row of ``frame``.
 
@@ -156,6 +157,12 @@ def compute_features(
         ``cfg.num_actors`` (model families) or tasks (text metrics);
         ``local``: the same UDF classes called in this process (no Ray);
         ``auto``: per family, see :func:`pick_engine`.
+    columns : collection of str, optional
+        Feature columns the returned table holds (``id`` and ``label``
+        always); None: all. The others are still computed, checked and
+        cached, shard by shard, and never held whole in this process: a
+        caller that hands selection tasks the store's path (the sweep) keeps
+        a 10 M-row pool's embeddings out of its memory.
 
     Returns
     -------
@@ -189,14 +196,17 @@ def compute_features(
     labels = frame["label"].to_numpy(np.int64)
     cols: dict[str, np.ndarray] = {"id": frame_ids, "label": labels}
     keys: dict[str, str] = {}
+    stored = ["id", "label"]
     for name in names:
-        key, values = _family(name, canon, frame_fp, cfg, store, progress=progress, engine=engine)
+        key, values, family_cols = _family(name, canon, frame_fp, cfg, store, progress=progress, engine=engine,
+                                           keep=None if columns is None else set(columns))
         keys[name] = key
+        stored += family_cols
         cols.update(align(values, canon["id"].to_numpy(), frame_ids))
     order = hashlib.sha256(frame_ids.tobytes() + labels.tobytes()).hexdigest()
     table_fp = hashlib.sha256(json.dumps({"families": keys, "rows": order}, sort_keys=True).encode()).hexdigest()
     table = FeatureTable(cols, table_fp)
-    store.save_table(table, keys)
+    store.save_table(table, keys, columns=stored)
     return table
 
 
@@ -210,22 +220,24 @@ def _key(spec: FamilySpec, frame_fp: str, shard_size: int) -> str:
     return family_key(frame_fp, code_version(spec.udf), _model_fp(spec.model_ref), spec.key_settings, shard_size)
 
 
-def _read_all(store: FeatureStore, key: str, spec: FamilySpec, ids: np.ndarray, shard_size: int
-              ) -> tuple[dict[int, dict[str, np.ndarray]], list[int]]:
+def _read_all(store: FeatureStore, key: str, spec: FamilySpec, ids: np.ndarray, shard_size: int,
+              keep: list[str]) -> tuple[dict[int, dict[str, np.ndarray]], list[int]]:
+    """Cached shards (checked whole; only ``id`` and ``keep`` retained) and the missing ones."""
     have, missing = {}, []
     for i, (lo, hi) in enumerate(shard_bounds(len(ids), shard_size)):
         v = store.read_shard(key, i, spec.columns, ids[lo:hi], spec.check_values)
         if v is None:
             missing.append(i)
         else:
-            have[i] = v
+            have[i] = {c: v[c] for c in ("id", *keep)}
     return have, missing
 
 
 def _family(
     name: str, canon: pd.DataFrame, frame_fp: str, cfg: FeaturesConfig, store: FeatureStore,
-    *, progress: bool, engine: Engine,
-) -> tuple[str, dict[str, np.ndarray]]:
+    *, progress: bool, engine: Engine, keep: set[str] | None = None,
+) -> tuple[str, dict[str, np.ndarray], list[str]]:
+    """(family key, its ``keep`` columns id-sorted, all its columns); None keeps all."""
     ids = canon["id"].to_numpy()
     size = cfg.shard_size
     # device="auto": a cache made on either device is accepted before torch is imported.
@@ -233,14 +245,15 @@ def _family(
     for dev in _device_candidates(cfg.device):
         spec = FAMILIES[name](cfg, dev)
         key = _key(spec, frame_fp, size)
+        kept = [c for c in spec.columns if keep is None or c in keep]
         if key not in partial:
-            partial[key] = _read_all(store, key, spec, ids, size)
+            partial[key] = _read_all(store, key, spec, ids, size, kept)
         have, missing = partial[key]
         if not missing:
             log.info("features %s: cache hit (%s)", name, key[:12])
             if store.read_meta(key) is None:
                 store.finish(key, _meta(name, spec, key, frame_fp, len(ids), size))
-            return key, concat([have[i] for i in sorted(have)], spec.columns)
+            return key, concat([have[i] for i in sorted(have)], kept), list(spec.columns)
     from dataselect.models import pick_device
 
     device = pick_device(cfg.device) if cfg.device != "auto" or spec.uses_model else "cpu"
@@ -248,7 +261,8 @@ def _family(
     n_threads, _ = _cpu_share(cfg, engine)
     spec = FAMILIES[name](cfg, device, n_threads)
     key = _key(spec, frame_fp, size)
-    have, missing = partial.get(key) or _read_all(store, key, spec, ids, size)
+    kept = [c for c in spec.columns if keep is None or c in keep]
+    have, missing = partial.get(key) or _read_all(store, key, spec, ids, size, kept)
     log.info("features %s: computing %d of %d shards on %s, %s (%s)", name, len(missing),
              len(shard_bounds(len(ids), size)), device, "Ray Data" if engine == "ray" else "in process", key[:12])
     t0 = time.perf_counter()
@@ -257,11 +271,11 @@ def _family(
         if problem := (spec.check_values(values) if spec.check_values else None):
             raise ModelError(f"features {name}: model {spec.model_ref!r} produced invalid values ({problem})")
         store.write_shard(key, i, values)
-        have[i] = values
+        have[i] = {c: values[c] for c in ("id", *kept)}
     log.info("features %s: %d rows in %.1f s", name, sum(bounds[i][1] - bounds[i][0] for i in missing),
              time.perf_counter() - t0)
     store.finish(key, _meta(name, spec, key, frame_fp, len(ids), size))
-    return key, concat([have[i] for i in sorted(have)], spec.columns)
+    return key, concat([have[i] for i in sorted(have)], kept), list(spec.columns)
 
 
 def _meta(name: str, spec: FamilySpec, key: str, frame_fp: str, n_rows: int, size: int) -> dict[str, Any]:

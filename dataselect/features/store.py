@@ -234,8 +234,13 @@ class FeatureStore:
             except OSError:
                 pass
 
-    def save_table(self, table: FeatureTable, families: Mapping[str, str]) -> None:
-        """Record which family keys and row order make up ``table`` (for :meth:`load`)."""
+    def save_table(self, table: FeatureTable, families: Mapping[str, str],
+                   columns: Sequence[str] | None = None) -> None:
+        """Record which family keys and row order make up ``table`` (for :meth:`load`).
+
+        ``columns``: every column the families stored (default ``table.columns``),
+        for a table that holds only some of them.
+        """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -248,7 +253,7 @@ class FeatureStore:
         pq.write_table(_to_arrow(index), sink)
         _atomic_write_bytes(d / INDEX, sink.getvalue().to_pybytes())
         _atomic_write_bytes(d / TABLE, json.dumps(
-            {"families": dict(families), "columns": list(table.columns)}, indent=1).encode())
+            {"families": dict(families), "columns": list(columns or table.columns)}, indent=1).encode())
 
     def load(self, table_key: str) -> FeatureTable:
         """Reload a table saved by :func:`~dataselect.features.compute_features`.

@@ -46,6 +46,25 @@ def _count_rows(monkeypatch):
     return seen
 
 
+@pytest.mark.parametrize("cached", [False, True])
+def test_columns_keeps_only_those_in_memory_and_stores_every_family(tmp_path, sample, cfg, cached):
+    """``columns``: the returned table holds id, label and those columns (the
+    others are computed or checked, and cached, not held); same fingerprint,
+    same values, and the store's table still has every column."""
+    if cached:
+        compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    part = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False,
+                            columns=["perplexity"])
+    full = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    assert set(part) == {"id", "label", "perplexity"} and len(full.columns) > 4
+    assert part.fingerprint == full.fingerprint
+    for k in part:
+        np.testing.assert_array_equal(part[k], full[k])
+    loaded = FeatureStore(tmp_path).load(part.fingerprint)
+    assert loaded.columns == full.columns
+    np.testing.assert_array_equal(loaded["mtld"], full["mtld"])
+
+
 def test_second_run_is_a_cache_hit_without_model_load(tmp_path, sample, cfg, monkeypatch):
     first = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
     _no_models(monkeypatch)
