@@ -25,6 +25,7 @@ __all__ = [
     "InvalidParameterError",
     "Selection",
     "Selector",
+    "Wrapping",
     "check",
     "largest_remainder",
 ]
@@ -307,3 +308,32 @@ def largest_remainder(sizes: np.ndarray, budget: int) -> np.ndarray:
     order = np.lexsort((np.arange(len(sizes)), -rem))
     shares[order[:left]] += 1
     return shares
+
+
+class Wrapping:
+    """Mixin of a selector that runs ``self.inner`` on parts of the pool (per
+    class, per partition): it answers to the inner selector's name and
+    seeding, reads one column more, and refuses an ``initial`` set of global
+    row indices, which no part could honour."""
+
+    inner: Selector
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def seeded(self) -> bool:
+        return self.inner.seeded
+
+    def _required_with(self, column: str) -> tuple[str, ...]:
+        inner = self.inner.required()
+        return inner + (() if column in inner else (column,))
+
+    @staticmethod
+    def _refuse_initial(owner: str, inner: Selector, setting: str) -> None:
+        if getattr(inner, "initial", None):
+            raise InvalidParameterError(
+                f"{owner}.initial holds global row indices and cannot be combined with "
+                f"{setting}; got {inner.initial!r}"  # type: ignore[attr-defined]
+            )

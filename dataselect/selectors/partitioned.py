@@ -35,6 +35,7 @@ from dataselect.selectors.base import (
     InvalidParameterError,
     Selection,
     Selector,
+    Wrapping,
     check,
     is_int,
     largest_remainder,
@@ -446,7 +447,7 @@ def partitioned_select(
 
 
 @dataclass(frozen=True)
-class Partitioned(Selector):
+class Partitioned(Wrapping, Selector):
     """Run ``inner`` inside k-means partitions of the pool and merge the picks.
 
     Parameters
@@ -502,23 +503,10 @@ class Partitioned(Selector):
         for attr in ("partition_sample", "partition_niter"):
             value = getattr(self, attr)
             check(owner, attr, value, is_int(value) and value >= 1, "an int >= 1")
-        if getattr(base, "initial", None):
-            raise InvalidParameterError(
-                f"{owner}.initial holds global row indices and cannot be combined with "
-                f"partitions={self.partitions!r}; got {base.initial!r}"  # type: ignore[attr-defined]
-            )
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def seeded(self) -> bool:  # type: ignore[override]
-        return self.inner.seeded
+        self._refuse_initial(owner, base, f"partitions={self.partitions!r}")
 
     def required(self) -> tuple[str, ...]:
-        inner = self.inner.required()
-        return inner + (() if "embedding" in inner else ("embedding",))
+        return self._required_with("embedding")
 
     def params(self) -> dict[str, Any]:
         return {**self.inner.params(), "partitions": self.partitions,

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from dataselect.selectors.base import (
-    InvalidParameterError,
     Selection,
     Selector,
+    Wrapping,
     check,
     largest_remainder,
 )
@@ -28,7 +28,7 @@ PER_CLASS_MODES = ("none", "proportional", "balanced")
 
 
 @dataclass(frozen=True)
-class PerClass(Selector):
+class PerClass(Wrapping, Selector):
     """Run ``inner`` within each label and concatenate the global picks.
 
     Parameters
@@ -57,23 +57,10 @@ class PerClass(Selector):
               not isinstance(self.inner, PerClass), "a (non-PerClass) Selector")
         check(owner, "per_class", self.per_class,
               self.per_class in ("proportional", "balanced"), "'proportional' or 'balanced'")
-        if getattr(self.inner, "initial", None):
-            raise InvalidParameterError(
-                f"{owner}.initial holds global row indices and cannot be combined with "
-                f"per_class={self.per_class!r}; got {self.inner.initial!r}"  # type: ignore[attr-defined]
-            )
-
-    @property
-    def name(self) -> str:  # type: ignore[override]
-        return self.inner.name
-
-    @property
-    def seeded(self) -> bool:  # type: ignore[override]
-        return self.inner.seeded
+        self._refuse_initial(owner, self.inner, f"per_class={self.per_class!r}")
 
     def required(self) -> tuple[str, ...]:
-        inner = self.inner.required()
-        return inner + (() if "label" in inner else ("label",))
+        return self._required_with("label")
 
     def params(self) -> dict[str, Any]:
         return {**self.inner.params(), "per_class": self.per_class}

@@ -57,6 +57,9 @@ def test_sigkill_then_resume(sst2_dir, tmp_path, ray_dir):
     # One trial at a time and an MLP head: slow enough to stop the sweep part-way.
     raw["ray"] = {**raw["ray"], "max_concurrent_trials": 1}
     raw["trainer"] = {**raw["trainer"], "probe": "mlp"}
+    # Two actors: the features go through Ray Data (one actor on one node
+    # runs in process), whose log lines this test follows to the sweep log.
+    raw["features"] = {**raw.get("features", {}), "num_actors": 2}
     cfg_path = tmp_path / "resume.yaml"
     cfg_path.write_text(yaml.safe_dump(raw))
     study = tmp_path / "out" / "resume"
