@@ -99,12 +99,14 @@ def prepare(config: ConfigArg) -> None:
 @user_errors
 def features(config: ConfigArg) -> None:
     """Compute (or reuse) the cached feature shards of the train pool and eval split."""
+    from dataselect.features.store import TableRef
     from dataselect.pipeline import study_features
 
     setup_logging()
     cfg = _load(config, preflight="features")
-    train, evalf = study_features(cfg)
-    typer.echo(f"train pool: {len(train['id'])} rows, features {sorted(train.columns)}")
+    train, evalf = study_features(cfg, columns=())  # computed and cached; not held here
+    stored = TableRef(cfg.cache_root / "features", train.fingerprint).columns()
+    typer.echo(f"train pool: {len(train['id'])} rows, features {sorted(stored)}")
     typer.echo(f"eval: {len(evalf['id'])} rows")
 
 

@@ -132,7 +132,7 @@ def train_one(cfg: StudyConfig, selector: str, fraction: float, seed: int,
             raise UserError("--save: probe heads are not saved; use trainer.mode: finetune")
         from dataselect.sweep import probe_column
 
-        pool, evalf = study_features(cfg, ds)
+        pool, evalf = study_features(cfg, ds, columns=("embedding", "embedding_norm"))
         pos = np.sort(pos)
         col = probe_column(cfg, pool)
         return probe(np.asarray(pool[col])[pos], ds.train["label"].to_numpy()[pos],

@@ -305,6 +305,13 @@ class TableRef:
     def exists(self) -> bool:
         return (Path(self.root) / self.key / TABLE).is_file()
 
+    def columns(self) -> list[str]:
+        """Every column the saved table has, ``id`` first."""
+        try:
+            return list(json.loads((Path(self.root) / self.key / TABLE).read_text())["columns"])
+        except (OSError, ValueError, KeyError) as err:
+            raise CacheError(f"features: table {self.key} in {self.root} is missing or unreadable ({err})") from None
+
 
 @dataclass(frozen=True)
 class ColumnShards:
