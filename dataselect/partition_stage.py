@@ -173,7 +173,7 @@ def prepare_partitions(
     plan = plan_partitions(n, n_parts, selector.partition_sample, np.random.default_rng(int(seed)))
     t0 = time.perf_counter()
     fit = ray.remote(num_cpus=1)(_fit_task)
-    cells = ray.get(fit.remote(ref, plan.sample, n_parts, selector.partition_niter, plan.kmeans_seed))
+    partitioning = ray.get(fit.remote(ref, plan.sample, n_parts, selector.partition_niter, plan.kmeans_seed))
     t1 = time.perf_counter()
     if "label" in index:
         classes, label_idx = np.unique(index["label"], return_inverse=True)
@@ -188,7 +188,7 @@ def prepare_partitions(
     shards = column_shards(ref, "embedding")
     ds = ray.data.read_parquet([str(p) for p in shards.paths]).select_columns(["id", "embedding"])
     out = ds.map_batches(assign_batch, batch_format="pyarrow", batch_size=batch_size, num_cpus=1,
-                         fn_kwargs={"partitioning": cells, "lookup": lookup, "out_dir": str(folder)})
+                         fn_kwargs={"partitioning": partitioning, "lookup": lookup, "out_dir": str(folder)})
     rows = [b for b in out.iter_batches(batch_format="numpy", batch_size=None)]
     summary = {k: np.concatenate([np.asarray(list(b[k]) if b[k].dtype == object else b[k]) for b in rows])
                for k in ("block", "partition", "label_idx", "count", "sum")}

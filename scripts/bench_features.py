@@ -130,14 +130,26 @@ def _sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
+def _timed_load(a: argparse.Namespace, kind: str) -> tuple[Any, Any, float]:
+    """Tokenizer and model (``kind``: encoder, causal, masked) of ``a.model``, and
+    the seconds they took: the peer's "load". Causal LMs run bf16 on CUDA."""
+    import torch
+
+    from dataselect import models
+
+    t0 = time.perf_counter()
+    tok = models.load_tokenizer(a.model)
+    if kind == "causal":
+        model = models.load_causal_lm(a.model, a.device, torch.bfloat16 if a.device == "cuda" else torch.float32)
+    else:
+        model = {"encoder": models.load_encoder, "masked": models.load_masked_lm}[kind](a.model, a.device)
+    return tok, model, time.perf_counter() - t0
+
+
 def peer_embedding(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
     import torch
 
-    from dataselect.models import load_encoder, load_tokenizer
-
-    t0 = time.perf_counter()
-    tok, model = load_tokenizer(a.model), load_encoder(a.model, a.device)
-    load_s = time.perf_counter() - t0
+    tok, model, load_s = _timed_load(a, "encoder")
     out = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
     # Tokenized once and sorted by token count (sentence-transformers sorts by
     # characters, which pads more): the strongest plain loop we know.
@@ -155,12 +167,7 @@ def peer_perplexity(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, 
     import torch
     import torch.nn.functional as F
 
-    from dataselect.models import load_causal_lm, load_tokenizer
-
-    t0 = time.perf_counter()
-    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
-    tok, model = load_tokenizer(a.model), load_causal_lm(a.model, a.device, dtype)
-    load_s = time.perf_counter() - t0
+    tok, model, load_s = _timed_load(a, "causal")
     tok.padding_side = "right"
     ids = tok(texts, add_special_tokens=False, truncation=True, max_length=a.max_length)["input_ids"]
     nll = np.full(len(texts), np.nan)
@@ -183,12 +190,8 @@ def peer_llm_judge(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, n
     import torch
 
     from dataselect.features.judge import ANSWERS, JUDGE_PROMPTS
-    from dataselect.models import load_causal_lm, load_tokenizer
 
-    t0 = time.perf_counter()
-    dtype = torch.bfloat16 if a.device == "cuda" else torch.float32
-    tok, model = load_tokenizer(a.model), load_causal_lm(a.model, a.device, dtype)
-    load_s = time.perf_counter() - t0
+    tok, model, load_s = _timed_load(a, "causal")
     tok.padding_side = "left"  # every row's answer positions are its last ones
     answers = [tok(x, add_special_tokens=False)["input_ids"] for x in ANSWERS]
     out = {}
@@ -219,11 +222,7 @@ def peer_llm_judge(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, n
 def peer_pseudo_perplexity(texts: list[str], a: argparse.Namespace) -> tuple[dict[str, np.ndarray], float]:
     import torch
 
-    from dataselect.models import load_masked_lm, load_tokenizer
-
-    t0 = time.perf_counter()
-    tok, model = load_tokenizer(a.model), load_masked_lm(a.model, a.device)
-    load_s = time.perf_counter() - t0
+    tok, model, load_s = _timed_load(a, "masked")
     nll = np.full(len(texts), np.nan)
     for i, t in enumerate(texts):
         enc = tok(t, truncation=True, max_length=a.max_length, return_special_tokens_mask=True)

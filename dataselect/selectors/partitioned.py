@@ -1,11 +1,11 @@
 """Partitioned selection: cluster once, select inside each cluster, merge.
 
 A pool that outgrows one task's memory is split the way large-scale pipelines
-split it: k-means on a sample, its cells made even (:class:`Partitioning`), every
-row to its cell, then the
-selector runs on each partition alone with its share of the budget (SemDeDup
-[1]_ and D4 [2]_ cluster first and work inside clusters; distributed greedy
-[3]_ runs the greedy per machine and merges). The pieces here are pure
+split it: k-means on a sample, its cells made even (:class:`Partitioning`),
+every row to its cell, then the selector runs on each partition alone with
+its share of the budget (SemDeDup [1]_ and D4 [2]_ cluster first and work
+inside clusters; distributed greedy [3]_ runs the greedy per machine and
+merges). The pieces here are pure
 functions over arrays, shared by the in-memory :class:`Partitioned` wrapper and
 the Ray edge (``dataselect.partition_stage``), which must give the same picks.
 
@@ -471,8 +471,8 @@ class Partitioned(Wrapping, Selector):
     From the seed, in order: the training sample, the k-means seed, one seed
     per partition (:func:`plan_partitions`). Every row goes to its cell:
     nearest centroid plus an offset that keeps any cell within 1.1x the mean
-    share of the sample (:func:`fit_partitions`, :func:`assign_partitions`); the budget is split by largest
-    remainder over partition sizes, per class first under ``per_class``
+    share of the sample (:func:`fit_partitions`, :func:`assign_partitions`);
+    the budget is split by largest remainder over partition sizes, per class first under ``per_class``
     (:func:`split_budget`); ``inner`` runs on each partition's rows in
     ascending position. Picks are grouped by partition. k-center's
     covering radius is at most the largest in-partition radius
