@@ -179,12 +179,23 @@ def report(
     study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>).")],
 ) -> None:
     """(Re)write results.csv/parquet, report.md and figures from the Tune results."""
+    from dataselect.console import log_file
+    from dataselect.errors import StageError, first_line, log_traceback
     from dataselect.report import write_report
 
     setup_logging()
     if not study_dir.is_dir():
         raise UserError(f"study_dir: not a directory: {study_dir}")
-    typer.echo(f"report: {write_report(study_dir)}")
+    with log_file(study_dir, "report") as logfile:
+        try:
+            path = write_report(study_dir)
+        except UserError:
+            raise
+        except Exception as err:
+            log_traceback("report failed")
+            raise StageError(f"report: {first_line(err)[:300]}; traceback in {logfile}; the study's "
+                             "results are untouched") from err
+    typer.echo(f"report: {path}")
 
 
 @app.command()

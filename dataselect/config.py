@@ -36,6 +36,15 @@ STANDIN_PREFIX = "standin:"
 _STANDIN_KINDS = {"qwen3": "causal LM", "modernbert": "masked LM"}
 
 
+def file_slug(text: str) -> str:
+    """``text`` as a file-name part: runs of characters other than word, ``.``, ``-`` become ``_``.
+
+    Trial folders are named by selector label; two labels that slug alike
+    (``a/b``, ``a b``) are refused at load, not left to share a folder.
+    """
+    return re.sub(r"[^\w.-]+", "_", text)
+
+
 def _check_standin(ref: str | None, allowed: set[str]) -> str | None:
     if ref is not None and ref.startswith(STANDIN_PREFIX):
         kind = ref[len(STANDIN_PREFIX):]
@@ -297,13 +306,20 @@ class StudyConfig(_Section):
     @model_validator(mode="after")
     def _unique_labels(self) -> StudyConfig:
         seen: dict[str, int] = {}
+        slugs: dict[str, int] = {}
         for i, s in enumerate(self.selectors):
             if s.key in seen:
                 raise ValueError(
                     f"selectors[{i}]: duplicate selector label {s.key!r} "
                     f"(also selectors[{seen[s.key]}]); give one a distinct 'label'"
                 )
-            seen[s.key] = i
+            if (slug := file_slug(s.key)) in slugs:
+                j = slugs[slug]
+                raise ValueError(
+                    f"selectors[{i}]: label {s.key!r} and selectors[{j}]'s {self.selectors[j].key!r} "
+                    f"name the same trial folders ({slug!r}); give one a distinct 'label'"
+                )
+            seen[s.key], slugs[slug] = i, i
         return self
 
     @property
@@ -393,7 +409,7 @@ def parse_config(raw: Any, *, check_paths: bool = True) -> StudyConfig:
     try:
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(_format_error(err)) from None
+        raise ConfigError(_format_error(err)) from err
     problems = _collect(_check_selectors, cfg)
     if check_paths:
         problems += _collect(_check_paths, cfg)
@@ -424,7 +440,7 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> StudyConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"config: {p} is not valid YAML{where}") from None
+        raise ConfigError(f"config: {p} is not valid YAML{where}") from err
     return parse_config(raw, check_paths=check_paths)
 
 

@@ -1,7 +1,8 @@
 """Keep the sweep's console readable: third-party chatter goes to ``<study>/logs/``.
 
 The console keeps this project's stage lines (``dataselect.*`` at INFO),
-our per-stage progress bars, Tune's status tables (printed, not logged) and
+our per-stage progress bars, the sweep's trial lines and status table
+(:mod:`dataselect.tune_callbacks`; Tune's own console output is off) and
 every ERROR. Everything else, all levels, goes to
 ``<study>/logs/sweep-<time>.log``: Ray's and Ray Data's INFO/WARNING lines
 (per-operator progress logging, execution plans, token-auth notices),
@@ -9,12 +10,18 @@ faiss's loader lines, and the rest of the Python logging tree. Ray worker
 processes (trial and feature actors: transformers load reports, weight
 loading bars) are not forwarded to the driver; their stdout/stderr stay in
 the Ray session's ``logs/`` folder, linked as ``<study>/logs/ray``.
+
+Only public settings and standard streams are used: logging handlers and
+filters, ``DataContext.enable_progress_bars``, ``RunConfig(verbose=0)``, a
+filter on ``sys.stdout`` for raylet notices and one on fd 2 for Ray's
+native log lines; no Ray function is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import logging
 import os
 import re
@@ -22,6 +29,9 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+from dataselect.errors import TRACEBACK_LOGGER
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -65,12 +75,7 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     propagate to the root logger, so their console handlers are filtered one by
     one); on exit every handler, filter and setting is put back.
     """
-    logs = study_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    path = logs / f"sweep-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
-    fh = logging.FileHandler(path, encoding="utf-8")
-    fh.setLevel(logging.DEBUG)
-    fh.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    path, fh = _file_handler(study_dir, "sweep")
     import ray  # noqa: F401 - configures the "ray" logger
     import ray.data  # configures the "ray.data" logger
     from transformers.utils import logging as hf_logging
@@ -87,7 +92,7 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
     flt = _ConsoleFilter()
     filtered: list[logging.Handler] = []
     attached: list[logging.Logger] = []
-    for name in ("", "ray", "ray.data", "transformers"):
+    for name in ("", "ray", "ray.data", "transformers", TRACEBACK_LOGGER):
         logger = logging.getLogger(name)
         for h in _console_handlers(logger):
             h.addFilter(flt)
@@ -110,6 +115,36 @@ def route_logs(study_dir: Path) -> Iterator[Path]:
         for logger in attached:
             logger.removeHandler(fh)
         root.setLevel(level)
+        fh.close()
+
+
+def _file_handler(study_dir: Path, stem: str) -> tuple[Path, logging.FileHandler]:
+    """``<study>/logs/<stem>-<time>.log`` and a handler that takes every level."""
+    logs = study_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"{stem}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.log"
+    fh = logging.FileHandler(path, encoding="utf-8", delay=True)
+    fh.setLevel(logging.DEBUG)
+    fh.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+    return path, fh
+
+
+@contextlib.contextmanager
+def log_file(study_dir: Path, stem: str) -> Iterator[Path]:
+    """Within the block, our log records and tracebacks also go to ``<study>/logs/<stem>-<time>.log``.
+
+    For commands short of a sweep (``report``): no Ray, no console filtering;
+    the file is created only when something is written to it.
+    """
+    path, fh = _file_handler(study_dir, stem)
+    loggers = [logging.getLogger("dataselect"), logging.getLogger(TRACEBACK_LOGGER)]
+    for logger in loggers:
+        logger.addHandler(fh)
+    try:
+        yield path
+    finally:
+        for logger in loggers:
+            logger.removeHandler(fh)
         fh.close()
 
 
@@ -201,48 +236,75 @@ def native_lines_to(sink: object) -> Iterator[None]:
         os.close(saved)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAYLET_PREFIX = re.compile(r"^\(raylet(?:, ip=[^)]*)?\) ")
+"""How Ray's driver prints a raylet notice: ``(raylet) <text>``, ``(raylet, ip=...)`` off this node."""
+
+
+class _RayletNotices(io.TextIOBase):
+    """sys.stdout for the sweep: raylet notices out, everything else through unchanged.
+
+    Ray's driver prints each notice with one ``print`` (the text in one
+    write, then its newline): a write that starts with the raylet prefix is
+    taken whole, and the newline after it with it.
+    """
+
+    def __init__(self, out: Any, worker_logs: Path) -> None:
+        self._out, self._worker_logs, self._eat_newline = out, worker_logs, False
+
+    def write(self, text: str) -> int:
+        plain = _ANSI.sub("", text)
+        if (m := _RAYLET_PREFIX.match(plain)) is not None:
+            _say_notice(plain[m.end():], self._worker_logs)
+            self._eat_newline = True
+            return len(text)
+        if self._eat_newline and text == "\n":
+            self._eat_newline = False
+            return len(text)
+        self._eat_newline = False
+        return self._out.write(text)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+    def isatty(self) -> bool:
+        return self._out.isatty()
+
+    def fileno(self) -> int:
+        return self._out.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._out, "encoding", "utf-8")
+
+
+def _say_notice(text: str, worker_logs: Path) -> None:
+    """The whole notice to the log file, its first sentence (and a worker death's exit type) to the console."""
+    logging.getLogger("ray.raylet").warning("%s", text)  # the log file only
+    if "will be retried" in text:
+        return  # the death it follows was said; the stage line says it recovered
+    first = (text.split(". ")[0].strip() or text)[:200]
+    if "worker died" in text.lower():
+        detail = re.search(r"Worker exit type: (\w+)", text)
+        WORKER_DEATHS.append(first)
+        first = f"{first} ({detail.group(1)})" if detail else first
+    log.warning("ray: %s; full notice in the sweep log, worker logs in %s", first, worker_logs)
+
+
 @contextlib.contextmanager
 def raylet_notices(worker_logs: Path) -> Iterator[None]:
     """Within the block, the raylet's notices to the driver become one console line each.
 
     Ray prints them (a worker that died: ~900 characters with its lease,
-    node, port and a list of possible causes) to stdout from a driver
-    thread. Here the whole text goes to the log file, the console gets its
-    first sentence and where the worker logs are, and a worker death is
-    counted in :data:`WORKER_DEATHS` so :func:`stage` can say that a stage
-    completed in spite of it. Private API (``print_to_stdstream``): left as
-    it is if Ray renames it.
+    node, port and a list of possible causes) to ``sys.stdout`` from a driver
+    thread. Here ``sys.stdout`` is a filter (:func:`contextlib.redirect_stdout`,
+    no Ray internals touched): the whole text goes to the log file, the
+    console gets its first sentence and where the worker logs are, and a
+    worker death is counted in :data:`WORKER_DEATHS` so :func:`stage` can say
+    that a stage completed in spite of it. Everything else printed passes through.
     """
-    try:
-        from ray._private import worker as ray_worker
-    except ImportError:
+    with contextlib.redirect_stdout(_RayletNotices(sys.stdout, worker_logs)):
         yield
-        return
-    original = getattr(ray_worker, "print_to_stdstream", None)
-    if original is None:
-        yield
-        return
-
-    def shortened(data: dict, ignore_prefix: bool) -> None:
-        if data.get("pid") != "raylet":
-            return original(data, ignore_prefix)
-        for text in data.get("lines") or []:
-            logging.getLogger("ray.raylet").warning("%s", text)  # the log file only
-            if "will be retried" in text:
-                continue  # the death it follows was said; the stage line says it recovered
-            first = (text.split(". ")[0].strip() or text)[:200]
-            if "worker died" in text.lower():
-                detail = re.search(r"Worker exit type: (\w+)", text)
-                WORKER_DEATHS.append(first)
-                first = f"{first} ({detail.group(1)})" if detail else first
-            log.warning("ray: %s; full notice in the sweep log, worker logs in %s", first, worker_logs)
-        return None
-
-    ray_worker.print_to_stdstream = shortened
-    try:
-        yield
-    finally:
-        ray_worker.print_to_stdstream = original
 
 
 def link_ray_logs(study_dir: Path) -> Path | None:
@@ -250,8 +312,11 @@ def link_ray_logs(study_dir: Path) -> Path | None:
     try:
         import ray
 
-        session = Path(ray._private.worker._global_node.get_session_dir_path())
+        ctx = ray.get_runtime_context()
+        session = Path(ctx.get_temp_dir()) / ctx.get_session_name()
     except Exception:  # noqa: BLE001 - a client connection has no local session dir
+        return None
+    if not (session / "logs").is_dir():
         return None
     link = study_dir / "logs" / "ray"
     try:
@@ -261,44 +326,6 @@ def link_ray_logs(study_dir: Path) -> Path | None:
     except OSError:
         return None
     return link
-
-
-def readable_tune_output() -> None:
-    """Tune's console as a short status table: selector, fraction, seed, accuracy.
-
-    Tune's reporter (Ray 2.60, pinned) names its parameter columns after the
-    grid axes, and the ``cell`` axis is a dict it prints cut from the left
-    ("... 'fraction': 0.5}"); it also prints a config table when each trial
-    starts and a ~40-line result table when it ends (22 of each in the local
-    study). Here the column shows ``cell/selector``, and the per-trial tables
-    appear only at ``verbose=2``; the status table (every 2 min and at the end)
-    and the trial names (``<selector>_f<fraction>_s<seed>``) remain. Metric
-    columns are the first four numbers a trial reports, so trials report
-    ``fraction, seed, accuracy, macro_f1`` first (:func:`dataselect.sweep.run_trial`).
-    Private API: skipped silently if Tune's output module changes.
-    """
-    try:
-        from ray.tune.experimental import output
-    except ImportError:
-        return
-    if getattr(output, "_dataselect_readable", False):
-        return
-    infer = getattr(output, "_infer_params", None)
-    base = getattr(output, "TuneReporterBase", None)
-    if infer is None or base is None or not hasattr(base, "_start_end_verbosity"):
-        return
-
-    def _infer_params(config: dict) -> list[str]:
-        names = {"cell": ["cell/selector"], "run": ["run/cell/selector", "run/seed"]}  # see sweep.trial_runs
-        return [q for p in infer(config) for q in names.get(p, [p])]
-
-    output._infer_params = _infer_params
-    base._start_end_verbosity = output.AirVerbosity.VERBOSE
-    # One status table every 2 minutes (Tune: 30 s); dataselect.tune_callbacks.TrialLines
-    # says one line per finished trial in between.
-    if hasattr(base, "_heartbeat_freq"):
-        base._heartbeat_freq = 120
-    output._dataselect_readable = True
 
 
 def _system_failure(err: BaseException) -> BaseException | None:
@@ -327,7 +354,7 @@ def stage(name: str, study_dir: Path, logfile: Path) -> Iterator[None]:
     The full traceback goes to ``logfile`` only. Errors of the stage's own
     code (and :class:`~dataselect.errors.UserError`) pass through unchanged.
     """
-    from dataselect.errors import StageError
+    from dataselect.errors import StageError, log_traceback
 
     deaths = len(WORKER_DEATHS)
     try:
@@ -340,9 +367,8 @@ def stage(name: str, study_dir: Path, logfile: Path) -> Iterator[None]:
         cause = _system_failure(err)
         if cause is None:
             raise
-        # INFO on a non-dataselect logger: the log file only, not the console.
-        logging.getLogger("traceback").info("%s stage failed", name, exc_info=True)
+        log_traceback(f"{name} stage failed")
         first = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
         raise StageError(f"{name} stage: a Ray worker or node died ({type(cause).__name__}: {first}); "
                          f"traceback in {logfile}, worker logs in {study_dir / 'logs' / 'ray'}; "
-                         "rerun (cached shards and manifests are kept)") from None
+                         "rerun (cached shards and manifests are kept)") from err

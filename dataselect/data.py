@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dataselect.config import DatasetConfig, LabelNoiseConfig, looks_like_hub_id
-from dataselect.errors import DataError
+from dataselect.errors import DataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,13 @@ def _read_local(cfg: DatasetConfig, split: str, field: str) -> pd.DataFrame:
             df = pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"dataset.{field}: cannot read {path} as {fmt}: {first}") from None
+        raise DataError(f"dataset.{field}: cannot read {path} as {fmt}: {first}") from err
     if not isinstance(df, pd.DataFrame):  # read_json of a bare value
         raise DataError(f"dataset.{field}: {path.name} does not hold one JSON object per line")
     df.columns = [str(c) for c in df.columns]
+    if df.empty:
+        what = "only a header row" if len(df.columns) and fmt in ("tsv", "csv") and cfg.header else "no rows"
+        raise DataError(f"dataset.{field}: {path.name} holds {what}; a split needs labelled rows")
     for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column"),
                      (cfg.id_column, "id_column")):
         if col is not None and col not in df.columns:
@@ -365,9 +369,9 @@ def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
         ds = datasets.load_dataset(*args)
     except Exception as err:  # noqa: BLE001 - hub errors come in many types; all mean "not loadable"
         raise DataError(
-            f"dataset.source: cannot load hub dataset {cfg.source!r} ({type(err).__name__}); "
+            f"dataset.source: cannot load hub dataset {cfg.source!r} ({first_line(err)[:300]}); "
             "offline, point dataset.source at a local folder or file (e.g. ../shared/data/sst2)"
-        ) from None
+        ) from err
     names = None
     for split, field in ((cfg.train_split, "train_split"), (cfg.eval_split, "eval_split")):
         if split not in ds:
@@ -393,6 +397,9 @@ def _read_hub(cfg: DatasetConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]
     return out[0], out[1], names
 
 
+_INT_LABEL = re.compile(r"-?[0-9]+")
+
+
 def _label_mapping(cfg: DatasetConfig, labels: pd.Series) -> tuple[list[str], dict[str, int]]:
     """Labels as ints ``0..K-1`` and their names.
 
@@ -402,14 +409,16 @@ def _label_mapping(cfg: DatasetConfig, labels: pd.Series) -> tuple[list[str], di
     """
     vals = labels.dropna().astype(str).str.strip()
     uniq = sorted(set(vals))
+    # ASCII digits only: str.isdigit() is also true of '²' or '٣', which int() refuses or reads as 3.
+    integral = bool(uniq) and all(_INT_LABEL.fullmatch(u) for u in uniq)
     if cfg.label_names is not None:
         names = list(cfg.label_names)
         if len(set(names)) != len(names):
             raise DataError("dataset.label_names: names must be unique")
-        if all(u.lstrip("-").isdigit() for u in uniq):
+        if integral:
             return names, {str(i): i for i in range(len(names))} | {n: i for i, n in enumerate(names)}
         return names, {n: i for i, n in enumerate(names)}
-    if uniq and all(u.lstrip("-").isdigit() for u in uniq):
+    if integral:
         k = max(int(u) for u in uniq) + 1
         return [str(i) for i in range(k)], {str(i): i for i in range(k)}
     return uniq, {n: i for i, n in enumerate(uniq)}
@@ -432,7 +441,7 @@ def _to_table(raw: pd.DataFrame, cfg: DatasetConfig, to_int: dict[str, int], spl
             f"({_at(raw, i, row=False)}; {int(lab.isna().sum())} rows)"
         )
     keys = lab.astype(str).str.strip()
-    if keys.str.match(r"^-?\d+\.0$").all():  # parquet/jsonl floats like 1.0
+    if keys.str.fullmatch(r"-?[0-9]+\.0").all():  # parquet/jsonl floats like 1.0
         keys = keys.str.replace(r"\.0$", "", regex=True)
     unknown = ~keys.isin(list(to_int))
     if unknown.any():

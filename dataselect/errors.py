@@ -7,6 +7,9 @@ cache state) raises a subclass of :class:`UserError`; the CLI prints
 
 from __future__ import annotations
 
+import logging
+import traceback
+
 
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
@@ -35,6 +38,41 @@ class StageError(UserError):
     one line naming the stage and where the logs are, exit code 1."""
 
     exit_code = 1
+
+
+class ReportError(StageError):
+    """The trials finished but the report could not be written; every result is kept."""
+
+
+TRACEBACK_LOGGER = "traceback"
+"""Logger of tracebacks for the study's log file: it does not propagate, so only a
+log file attached to it (:func:`dataselect.console.log_file`) receives them."""
+logging.getLogger(TRACEBACK_LOGGER).propagate = False
+
+
+def log_traceback(what: str, text: str | None = None) -> None:
+    """Write ``what`` and a traceback to the log file only (never the console).
+
+    Call inside an ``except`` block (the current exception, its ``__cause__``
+    chain included), or pass ``text``, a traceback formatted elsewhere (a Ray
+    task's). The console gets the one readable line the caller raises or logs.
+    """
+    logger = logging.getLogger(TRACEBACK_LOGGER)
+    if text is not None:
+        logger.info("%s\n%s", what, text.rstrip())
+    else:
+        logger.info("%s", what, exc_info=True)
+
+
+def first_line(err: BaseException) -> str:
+    """``Type: first line of the message``, for one console line about ``err``."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def format_exception(err: BaseException) -> str:
+    """The full traceback of ``err`` (with its cause chain) as text."""
+    return "".join(traceback.format_exception(type(err), err, err.__traceback__))
 
 
 def error_lines(err: BaseException) -> list[str]:

@@ -9,6 +9,7 @@ That keeps numbers comparable across subsets with different class coverage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -71,3 +72,22 @@ def subset_summary(labels: Sequence[int] | np.ndarray, num_labels: int) -> dict[
         "missing_classes": [k for k, c in enumerate(counts) if c == 0],
         "majority_share": (max(counts) / n) if n else float("nan"),
     }
+
+
+def class_tags(label_names: Sequence[str]) -> list[str]:
+    """One TensorBoard tag part per class name, all distinct.
+
+    Characters other than word characters, ``.`` and ``-`` become ``_`` (a
+    ``/`` would nest the tag one level deeper in TensorBoard's UI); names that
+    then coincide (``Sci/Tech`` and ``Sci_Tech``) get ``~2``, ``~3``... in label
+    order, so no class hides another's scalar.
+    """
+    out: list[str] = []
+    for name in label_names:
+        base = re.sub(r"[^\w.-]+", "_", str(name)) or "_"
+        tag, k = base, 1
+        while tag in out:
+            k += 1
+            tag = f"{base}~{k}"
+        out.append(tag)
+    return out

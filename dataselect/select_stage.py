@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from dataselect.config import SelectorSpec, StudyConfig
+from dataselect.errors import format_exception, log_traceback
 from dataselect.features.store import (
     TableRef,
     column_shards,
@@ -72,6 +73,8 @@ class SelectionResult:
     error: str | None = None
     sliced_from: int | None = None
     """Budget of the run this manifest was cut from, when it was sliced."""
+    traceback: str | None = None
+    """Where a failed selection raised (the trial's ``error.txt`` repeats it)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"selector": self.selector, "fraction": self.fraction, "seed": self.seed,
@@ -140,8 +143,14 @@ def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, param
         seconds = time.perf_counter() - t0
     except Exception as err:  # noqa: BLE001 - reported per cell, see module docstring
         log.warning("selector %s (budget %d, seed %d) failed: %s", name, budget, seed, err)
-        return {"error": f"{type(err).__name__}: {err}"}
+        return _failure(err)
     return {"selection": sel, "seconds": seconds}
+
+
+def _failure(err: BaseException) -> dict[str, str]:
+    """A failed selection as data: its one-line error and the traceback (which the
+    driver writes to the sweep log: a task's own log lines stay in its worker's log)."""
+    return {"error": f"{type(err).__name__}: {err}", "traceback": format_exception(err)}
 
 
 def plan_jobs(
@@ -268,7 +277,7 @@ def run_select_stage(
             if "error" in got and len(job.outputs) > 1:
                 # The error may be the largest budget's alone (a band with too
                 # few rows): the smaller budgets run on their own next round.
-                _record(results, job, job.budget, None, got["error"], float("nan"), None)
+                _record(results, job, job.budget, None, got, float("nan"), None)
                 del job.outputs[job.budget]
                 retry.append(job)
                 continue
@@ -313,7 +322,7 @@ def _run_partitioned_jobs(
             log.warning("partitioning %s (P=%s, seed %d) failed: %s", ref.key[:12],
                         first.selector.partitions, first.seed, err)
             shutil.rmtree(work, ignore_errors=True)
-            out.update({id(j): {"error": f"{type(err).__name__}: {err}"} for j in group})
+            out.update({id(j): _failure(err) for j in group})
             continue
         for job in group:
             try:
@@ -323,7 +332,7 @@ def _run_partitioned_jobs(
                 out[id(job)] = {"selection": sel, "seconds": time.perf_counter() - t0 + prep_s}
             except Exception as err:  # noqa: BLE001 - reported per cell
                 log.warning("selector %s (budget %d, partitioned) failed: %s", job.spec.name, job.budget, err)
-                out[id(job)] = {"error": f"{type(err).__name__}: {err}"}
+                out[id(job)] = _failure(err)
         shutil.rmtree(work, ignore_errors=True)
     with contextlib.suppress(OSError):
         (out_dir / ".partitions").rmdir()
@@ -337,7 +346,7 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
 
     if "error" in got:
         for budget in job.outputs:
-            _record(results, job, budget, None, got["error"], float("nan"), None)
+            _record(results, job, budget, None, got, float("nan"), None)
         return
     top, seconds = job.budget, got["seconds"]
     for budget, (path, cells) in sorted(job.outputs.items(), reverse=True):
@@ -347,9 +356,7 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
             try:
                 sel = job.selector.truncate(sel, budget)
             except Exception as err:  # noqa: BLE001 - as a run at this budget would report it
-                log.warning("selector %s (budget %d, seed %d) failed: %s",
-                            job.spec.name, budget, job.seed, err)
-                _record(results, job, budget, None, f"{type(err).__name__}: {err}", float("nan"), None)
+                _record(results, job, budget, None, _failure(err), float("nan"), None)
                 continue
         # The manifest keeps the cost with the subset, so a reused manifest still reports it.
         info = {**sel.info, SECONDS_KEY: seconds}
@@ -362,7 +369,13 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
 
 
 def _record(results: dict[CellKey, SelectionResult], job: _Job, budget: int, path: Path | None,
-            error: str | None, seconds: float, sliced_from: int | None) -> None:
+            failure: dict[str, str] | None, seconds: float, sliced_from: int | None) -> None:
+    error = tb = None
+    if failure is not None:
+        error, tb = failure["error"], failure.get("traceback")
+        log.warning("selector %s (budget %d, seed %d) failed: %s (traceback in the sweep log)",
+                    job.spec.key, budget, job.seed, error.splitlines()[0] if error else "")
+        log_traceback(f"selector {job.spec.key} (budget {budget}, seed {job.seed}) failed", tb or "")
     for cell in job.outputs[budget][1]:
         results[cell] = SelectionResult(job.spec.key, cell[1], cell[2], budget, path, seconds,
-                                        error=error, sliced_from=sliced_from)
+                                        error=error, sliced_from=sliced_from, traceback=tb)

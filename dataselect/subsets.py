@@ -26,13 +26,23 @@ OVERLAP_FLAG = 0.9
 """Jaccard above which two selectors' subsets are flagged as (nearly) the same."""
 
 
+def share_column(label_name: str) -> str:
+    """``share[<name>]``: the kept.csv column of one class's share, for a label of any spelling.
+
+    Brackets, not a ``share_`` prefix joined to the name: no other column
+    holds one, so no label name (``Sci/Tech``, ``n kept``, ``2nd``) can
+    collide with another column or another class.
+    """
+    return f"share[{label_name}]"
+
+
 def composition(kept: pd.DataFrame, label_names: list[str]) -> dict[str, float]:
     """Shares, lengths and label noise of one subset (a trial's ``kept.parquet``)."""
     n = len(kept)
     labels = kept["label"].to_numpy()
     row: dict[str, float] = {"n_kept": float(n)}
     for k, name in enumerate(label_names):
-        row[f"share_{name}"] = float((labels == k).mean()) if n else float("nan")
+        row[share_column(name)] = float((labels == k).mean()) if n else float("nan")
     row["mean_words"] = float(kept["n_words"].mean()) if "n_words" in kept and n else float("nan")
     for col in ("perplexity", "pseudo_perplexity"):
         if col in kept:

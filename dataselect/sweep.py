@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +41,7 @@ import numpy as np
 import pandas as pd
 import typer
 
-from dataselect.config import StudyConfig, TrainerConfig
+from dataselect.config import StudyConfig, TrainerConfig, file_slug
 from dataselect.features.store import TableRef
 from dataselect.select_stage import CellKey, SelectionResult, grid_specs, run_select_stage
 from dataselect.timeline import Timeline, trial_times
@@ -54,13 +53,10 @@ _INPUTS_VERSION = 1
 
 
 # --------------------------------------------------------------------------- naming
-def _slug(text: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", text)
-
-
 def trial_name_for(selector: str, fraction: float, seed: int) -> str:
-    """Readable, unique trial name: ``<selector>_f<fraction>_s<seed>``."""
-    return f"{_slug(selector)}_f{fraction:g}_s{seed}"
+    """Readable, unique trial name: ``<selector>_f<fraction>_s<seed>`` (labels that
+    slug alike are refused by the config)."""
+    return f"{file_slug(selector)}_f{fraction:g}_s{seed}"
 
 
 def _trial_name(trial: Any) -> str:
@@ -91,6 +87,7 @@ def run_trial(
     num_labels: int,
     selections: dict[str, dict[str, Any]],
     inputs_key: str,
+    label_names: list[str] | None = None,
 ) -> None:
     """Tune trainable: train on one selection and ``tune.report`` its metrics.
 
@@ -122,8 +119,9 @@ def run_trial(
     with (trial_dir / "attempts.jsonl").open("a") as fh:
         fh.write(json.dumps({"time": time.time(), "pid": os.getpid(), "config_hash": chash}) + "\n")
     if sel["error"]:
+        where = f"\n\nThe selection's own traceback:\n{sel['traceback']}" if sel.get("traceback") else ""
         raise RuntimeError(f"selection failed for {cell['selector']} at fraction {cell['fraction']} "
-                           f"seed {seed}: {sel['error']}")
+                           f"seed {seed}: {sel['error']}{where}")
 
     inputs = study / "inputs"
     pool = pd.read_parquet(inputs / "pool.parquet")
@@ -140,16 +138,14 @@ def run_trial(
         eval_emb = np.load(inputs / "eval_embedding.npy")
         res = probe(np.asarray(emb[np.sort(pos)]), pool["label"].to_numpy()[np.sort(pos)], eval_emb,
                     evalf["label"].to_numpy(), tcfg, seed=seed, num_labels=num_labels, logdir=logdir,
-                    hparams=hp)
+                    hparams=hp, label_names=label_names)
     else:
         res = finetune(pool.iloc[pos].reset_index(drop=True), evalf, tcfg, num_labels=num_labels,
-                       seed=seed, logdir=logdir, progress=False, hparams=hp)
+                       seed=seed, logdir=logdir, progress=False, hparams=hp, label_names=label_names)
     write_trial_files(trial_dir, chash, evalf, res.pop(PREDICTIONS_KEY), pool.iloc[pos])
     import ray
 
-    # Fraction and metrics first: Tune's status table shows a trial's first four numbers.
-    lead = {"fraction": cell["fraction"], **{k: res[k] for k in ("accuracy", "macro_f1", "n_train") if k in res}}
-    out = {**lead, "selector": cell["selector"], "selector_name": cell["name"],
+    out = {"selector": cell["selector"], "selector_name": cell["name"],
            "params": json.dumps(cell["params"], sort_keys=True), "fraction": cell["fraction"],
            "budget": sel["budget"], "selection_seconds": sel["seconds"],
            # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
@@ -178,6 +174,8 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
 
     from ray import tune
 
+    from dataselect.errors import first_line
+
     try:
         run_trial(config, **kwargs)
         return
@@ -185,7 +183,7 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
         run = config.get("run", config)
         cell, seed = run["cell"], int(run["seed"])
         name = trial_name_for(cell["selector"], cell["fraction"], seed)
-        msg = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+        msg = first_line(err)
         trial_dir = Path(kwargs["study_dir"]) / "trials" / name
         trial_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_text(trial_dir / "error.txt", traceback.format_exc())
@@ -429,26 +427,40 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
         user = output_error(err, cfg)
         if user is None:
             raise
-        raise user from None
+        raise user from err
 
 
 def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
            timeline: Timeline) -> Path:
     from dataselect.console import route_logs
+    from dataselect.errors import StageError, UserError, first_line, log_traceback
+    from dataselect.preflight import output_error
 
     study.mkdir(parents=True, exist_ok=True)
     with route_logs(study) as logfile:
         log.info("logs: %s (third-party messages); Ray worker output: %s", logfile,
                  study / "logs" / "ray")
-        return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile,
-                             timeline=timeline)
+        try:
+            return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile,
+                                 timeline=timeline)
+        except Exception as err:
+            # The whole story (cause chain included) goes to the log file; the
+            # console gets one line: the user's error as it is, anything else named as ours.
+            log_traceback(f"sweep stopped: {first_line(err)}")
+            if isinstance(err, UserError) or (isinstance(err, OSError) and output_error(err, cfg)):
+                raise
+            raise StageError(f"sweep failed: {first_line(err)[:300]} (an error in dataselect or a "
+                             f"library, not in the config); traceback in {logfile}; finished "
+                             "trials, manifests and features are kept: fix, then rerun with --resume"
+                             ) from err
 
 
 def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
                   logfile: Path, timeline: Timeline) -> Path:
     from ray import tune
 
-    from dataselect.console import link_ray_logs, readable_tune_output, stage
+    from dataselect.console import link_ray_logs, stage
+    from dataselect.errors import ReportError, first_line, log_traceback
     from dataselect.pipeline import resolve_standins
     from dataselect.ray_runtime import init_ray
     from dataselect.report import write_report
@@ -457,7 +469,6 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     with timeline.stage("ray_start"):
         init_ray(cfg.ray, address=address, log_to_driver=False)
     link_ray_logs(study)
-    readable_tune_output()
     declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
     with timeline.stage("standins"):
         cfg = resolve_standins(cfg, ds)
@@ -480,12 +491,13 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     _write_study_meta(declared, ds, study, len(runs), selections, probe_col)
 
     sel_map = {_cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
-                              "budget": r.budget, "error": r.error}
+                              "budget": r.budget, "error": r.error, "traceback": r.traceback}
                for k, r in selections.items()}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial_reported, study_dir=str(study),
                              trainer=cfg.trainer.model_dump(mode="json"),
-                             num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key),
+                             num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key,
+                             label_names=list(ds.label_names)),
         {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
     )
     storage = study / "tune"
@@ -523,8 +535,9 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                 # off for a trial that reported its own error (run_trial_reported).
                 failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
                                                   fail_fast=False),
-                callbacks=[NoRetryOnOwnError(), TrialLines(len(runs))],
-                verbose=1,
+                callbacks=[NoRetryOnOwnError(), TrialLines(len(runs), slots=_trial_slots(cfg))],
+                # Tune's console output off: TrialLines says what it said, once per change.
+                verbose=0,
             ),
         )
     with timeline.stage("tune_wait_cpus"):
@@ -533,9 +546,20 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
         grid = tuner.fit()
     n_err = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_error"))
     log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
+    failed: Exception | None = None
     with timeline.stage("report"):
-        report = write_report(study)
+        try:
+            report = write_report(study)
+        except Exception as err:  # noqa: BLE001 - said below, after the timeline is written
+            failed = err
+            log_traceback("report failed")
     _log_timeline(timeline.write(study, trial_times(grid), _trial_slots(cfg)))
+    if failed is not None:
+        raise ReportError(
+            f"report: all {len(grid)} trials ran ({n_err} errored) and every result is kept "
+            f"({study / 'trials'}, {study / 'tune'}), but writing the report failed "
+            f"({first_line(failed)[:300]}); traceback in {logfile}; rebuild it from disk, without "
+            f"training: python -m dataselect report {study}") from failed
     return report
 
 

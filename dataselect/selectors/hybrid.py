@@ -51,7 +51,7 @@ def _build(owner: str, field: str, entries: Any, extra: dict[str, Any]) -> tuple
         try:
             member = get_selector(name, **dict(params))
         except UserError as err:  # unknown name is a KeyError: fold both into one kind
-            raise InvalidParameterError(f"{owner}.{where}: {err}") from None
+            raise InvalidParameterError(f"{owner}.{where}: {err}") from err
         members.append(member)
         specs.append({"name": name, "params": member.params(),
                       **{k: entry.get(k, default) for k, default in extra.items()}})

@@ -104,7 +104,11 @@ def test_corrupt_shard_is_recomputed_with_warning(tmp_path, sample, cfg, monkeyp
     np.testing.assert_allclose(again["perplexity"], first["perplexity"], rtol=1e-6)
 
 
-def test_wrong_ids_or_nan_are_corrupt(tmp_path, sample, cfg, monkeypatch, caplog):
+@pytest.mark.parametrize("checksums", [True, False])
+def test_wrong_ids_or_nan_are_corrupt(tmp_path, sample, cfg, monkeypatch, caplog, checksums):
+    """Rewritten shards (valid parquet, wrong content) are recomputed: caught by the
+    checksum written beside each shard, or, for a shard without one (written
+    before checksums), by the id and value checks."""
     import pyarrow.parquet as pq
 
     compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
@@ -115,11 +119,86 @@ def test_wrong_ids_or_nan_are_corrupt(tmp_path, sample, cfg, monkeypatch, caplog
     d = pq.read_table(s0).to_pandas()
     d.loc[3, "perplexity"] = np.nan
     pq.write_table(__import__("pyarrow").Table.from_pandas(d, preserve_index=False), s0)
+    if not checksums:
+        for p in (s0, s1):
+            p.with_name(p.name + ".sha256").unlink()
     seen = _count_rows(monkeypatch)
     with caplog.at_level(logging.WARNING):
         compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
-    assert "ids differ" in caplog.text and "NaN perplexity" in caplog.text
+    if checksums:
+        assert caplog.text.count("checksum mismatch") == 2
+    else:
+        assert "ids differ" in caplog.text and "NaN perplexity" in caplog.text
     assert sum(seen) == 100
+    assert len(list(tmp_path.glob("*/shard-*.parquet.sha256"))) == 4  # rewritten with the shards
+
+
+def test_a_flipped_byte_that_still_decodes_is_caught_by_the_checksum(tmp_path, sample, cfg, monkeypatch,
+                                                                      caplog):
+    """Decoding alone misses some damage (a flipped byte in a data page decodes to
+    other numbers); the shard's sha256 does not."""
+    first = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    (shard,) = tmp_path.glob("*/shard-00001.parquet")
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    shard.write_bytes(bytes(data))
+    seen = _count_rows(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="dataselect.features.store"):
+        again = compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert "shard-00001" in caplog.text and "checksum mismatch" in caplog.text
+    assert sum(seen) == 50
+    np.testing.assert_allclose(again["perplexity"], first["perplexity"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), MemoryError("cannot allocate"),
+                                   OSError(5, "Input/output error")], ids=["permission", "memory", "eio"])
+def test_a_read_error_that_proves_nothing_keeps_the_shards_and_reaches_the_user(
+        tmp_path, sample, cfg, monkeypatch, error):
+    """A PermissionError, MemoryError or I/O error while reading says nothing about
+    the file: every shard, checksum and meta file stays, and the error is one
+    CacheError line naming the shard, with the original error as its cause."""
+    from pathlib import Path
+
+    compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real = Path.read_bytes
+
+    def failing(self):
+        if self.name == "shard-00002.parquet":
+            raise error
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing)
+    seen = _count_rows(monkeypatch)
+    with pytest.raises(CacheError) as info:
+        compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    monkeypatch.setattr(Path, "read_bytes", real)
+    msg = str(info.value)
+    assert "shard-00002.parquet" in msg and type(error).__name__ in msg and "left in place" in msg
+    assert "\n" not in msg and info.value.__cause__ is error
+    assert seen == []  # nothing recomputed
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # not one file deleted or changed
+
+
+def test_a_decode_error_of_bytes_whose_checksum_matches_is_not_corruption(tmp_path, sample, cfg,
+                                                                           monkeypatch):
+    """Bytes equal to what was written cannot be corrupt: a decode error then is
+    the reader's (a library bug), raised with the shard kept."""
+    import pyarrow as pa
+
+    from dataselect.features import store as store_mod
+
+    compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    n_files = len(list(tmp_path.rglob("*")))
+
+    def broken(data, columns):
+        raise pa.ArrowInvalid("simulated reader bug")
+
+    monkeypatch.setattr(store_mod, "_decode", broken)
+    with pytest.raises(CacheError, match="ArrowInvalid: simulated reader bug"):
+        compute_features(sample, cfg, tmp_path, which={"perplexity"}, engine="local", progress=False)
+    assert len(list(tmp_path.rglob("*"))) == n_files
 
 
 def test_interrupted_run_recomputes_only_missing_shards(tmp_path, sample, cfg, monkeypatch):

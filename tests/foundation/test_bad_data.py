@@ -168,3 +168,35 @@ def test_prepare_cli_one_line_and_nothing_written(tmp_path):
     assert len(errors) == 1 and "dataset.header: false" in errors[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_hub_loading_error_keeps_its_cause(monkeypatch):
+    """The one line says what went wrong (type and message), and the exception chain keeps it."""
+    import datasets
+
+    from dataselect.config import DatasetConfig
+    from dataselect.data import load_dataset
+    from dataselect.errors import DataError
+
+    cause = ConnectionError("Couldn't reach 'glue' on the Hub (LocalEntryNotFoundError)")
+
+    def refuse(*a, **k):
+        raise cause
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    with pytest.raises(DataError) as info:
+        load_dataset(DatasetConfig(source="glue/sst2"))
+    msg = str(info.value)
+    assert "ConnectionError: Couldn't reach 'glue' on the Hub" in msg and "\n" not in msg
+    assert info.value.__cause__ is cause
+
+
+@pytest.mark.parametrize(("body", "what"), [("sentence\tlabel\n", "only a header row"), ("", "cannot read")])
+def test_a_header_only_or_empty_split_is_one_line(tmp_path, body, what):
+    from dataselect.data import load_dataset
+    from dataselect.errors import DataError
+
+    (tmp_path / "train.tsv").write_text(body)
+    (tmp_path / "validation.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    with pytest.raises(DataError, match=f"dataset.train_split: .*{what}"):
+        load_dataset(DatasetConfig(source=str(tmp_path)))

@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def _outcome(raw: Any) -> None:
 def _config_case(workdir: Path, muts) -> None:
     raw = _base(workdir)
     for path, value in muts:
-        _set(raw, path, copy.deepcopy(value))
+        _set(raw, path, value if value is _DELETE else copy.deepcopy(value))
     _outcome(raw)
 
 
@@ -242,3 +243,161 @@ def test_found_by_fuzzing(workdir):
         parse_config(raw)
     assert str(info.value) == ("grid.\\r\\n: unknown key (check spelling; see the config reference in "
                                "README.md)")
+
+
+# --------------------------------------------------------------------------- through the CLI
+# The sweep command as a user runs it (YAML on disk, typer, preflight), stopped where
+# Ray would start: every input ends in `error:` lines and exit 2 with nothing written,
+# or passes every check. Data files are built field by field: ragged rows, empty and
+# header-only files, byte-order marks, CRLF, other encodings, id columns with
+# repeats and non-integers.
+
+_WARNING = re.compile(r"^\d\d:\d\d:\d\d (WARNING|INFO) (dataselect|__main__)[\w.]*: ")
+FIELD = st.one_of(TEXT, st.sampled_from(["1", "0", "pos", "neg", "7", "", "3.5", "x y"]))
+
+
+@st.composite
+def data_files(draw):
+    """A data file and the dataset config that reads it, mostly near-valid (so the
+    checks past the first one are reached too), sometimes broken in one way or several."""
+    fmt = draw(st.sampled_from(["tsv", "csv", "jsonl", "parquet"]))
+    with_id = draw(st.booleans())
+    cols = ["sentence", "label", *(["id"] if with_id else [])]
+    n = draw(st.integers(0, 10))
+    ragged = draw(st.integers(0, 4)) == 0 and n > 0  # one row with a field missing or one too many
+    rows = []
+    for i in range(n):
+        text, label = draw(st.one_of(st.just(ROWS[i % len(ROWS)]), st.tuples(TEXT, LABEL)))
+        row = [text, label]
+        if with_id:
+            row.append(draw(st.one_of(st.just(i), st.just(i), st.integers(0, 3),
+                                      st.sampled_from(["a", "1.5", "", None]))))
+        rows.append(row)
+    if ragged:
+        i = draw(st.integers(0, n - 1))
+        rows[i] = rows[i][:-1] if draw(st.booleans()) else [*rows[i], "extra"]
+    header = draw(st.booleans())
+    return {"fmt": fmt, "cols": cols, "rows": rows, "with_id": with_id, "header": header,
+            "special": draw(st.sampled_from([None] * 10 + ["empty", "header_only", "bom", "crlf", "junk"])),
+            "encoding": draw(st.sampled_from(["utf-8"] * 8 + ["latin-1", "utf-16"])),
+            "config": {"header": draw(st.sampled_from([header] * 4 + [not header])),
+                       "id_column": draw(st.sampled_from(["id", "id", "id", None, "missing"] if with_id
+                                                         else [None, None, None, "id"])),
+                       "label_names": draw(st.sampled_from([None] * 4 + [["neg", "pos"], ["0", "1"],
+                                                                         ["a", "a"]]))}}
+
+
+def _file_bytes(case: dict) -> bytes:
+    cols, rows = case["cols"], case["rows"]
+    if case["special"] == "empty":
+        return b""
+    if case["fmt"] == "jsonl":
+        body = "".join(json.dumps(dict(zip(cols, r, strict=False))) + "\n" for r in rows)
+    else:
+        sep = "\t" if case["fmt"] == "tsv" else ","
+        lines = ([sep.join(cols)] if case["header"] or case["special"] == "header_only" else [])
+        if case["special"] != "header_only":
+            lines += [sep.join("" if v is None else str(v) for v in r) for r in rows]
+        body = "".join(ln + ("\r\n" if case["special"] == "crlf" else "\n") for ln in lines)
+    data = body.encode(case["encoding"], errors="replace")
+    if case["special"] == "bom":
+        data = b"\xef\xbb\xbf" + data
+    if case["special"] == "junk":
+        data = data[: len(data) // 2] + b"\xff\xfe\x00\x9c" + data[len(data) // 2:]
+    return data
+
+
+def _write_parquet(path: Path, case: dict) -> None:
+    import pandas as pd
+
+    width = len(case["cols"])
+    rows = [(list(r) + [None] * width)[:width] for r in case["rows"]]
+    df = pd.DataFrame(rows, columns=case["cols"]).astype(object)
+    if case["special"] == "empty":
+        path.write_bytes(b"")
+    elif case["special"] == "junk":
+        path.write_bytes(b"PAR1 not parquet")
+    else:
+        df.astype(str).where(df.notna(), None).to_parquet(path, index=False)
+
+
+def _cli_case(workdir: Path, raw: dict) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    import dataselect.sweep as sweep_mod
+
+    _case[0] += 1
+    out = workdir / f"out{_case[0]}"
+    raw = copy.deepcopy(raw)
+    if isinstance(raw, dict):
+        raw["output_dir"] = str(out)
+    path = workdir / f"cfg{_case[0]}.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True) if isinstance(raw, dict) else str(raw))
+    reached: list[Path] = []
+
+    def start(cfg, ds, study, **kw):  # where the real sweep would start Ray
+        reached.append(study)
+        return study / "report" / "report.md"
+
+    original = sweep_mod._sweep
+    sweep_mod._sweep = start
+    try:
+        res = CliRunner().invoke(sweep_mod.app, [str(path)])
+    finally:
+        sweep_mod._sweep = original
+    text = res.stdout + res.stderr
+    assert "Traceback" not in text, text
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    if reached:
+        assert res.exit_code == 0 and "report:" in res.stdout
+        return
+    assert res.exit_code == 2, (res.exit_code, text)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert errors and all(ln.startswith("error: ") or _WARNING.match(ln) for ln in lines), lines
+    assert not out.exists() or not any(out.iterdir()), "a refused sweep wrote into output_dir"
+
+
+def _data_cli_case(workdir: Path, case: dict) -> None:
+    _case[0] += 1
+    folder = workdir / f"f{_case[0]}"
+    folder.mkdir()
+    for split in ("train", "validation"):
+        target = folder / f"{split}.{case['fmt']}"
+        if case["fmt"] == "parquet":
+            _write_parquet(target, case)
+        else:
+            target.write_bytes(_file_bytes(case))
+    raw = _base(workdir)
+    raw["dataset"] = {"source": str(folder), **{k: v for k, v in case["config"].items() if v is not None}}
+    if raw["dataset"].get("header") is False and case["fmt"] in ("tsv", "csv"):
+        raw["dataset"]["columns"] = case["cols"]
+    _cli_case(workdir, raw)
+
+
+@settings(max_examples=150, **_SETTINGS)
+@given(muts=mutated_configs())
+def test_fuzz_config_through_the_cli(workdir, muts):
+    raw = _base(workdir)
+    for path, value in muts:
+        _set(raw, path, value if value is _DELETE else copy.deepcopy(value))
+    _cli_case(workdir, raw)
+
+
+@settings(max_examples=200, **_SETTINGS)
+@given(case=data_files())
+def test_fuzz_data_files_through_the_cli(workdir, case):
+    _data_cli_case(workdir, case)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, **{**_SETTINGS, **_EXPLORE})
+@given(case=data_files())
+def test_fuzz_data_files_through_the_cli_long(workdir, case):
+    _data_cli_case(workdir, case)
+
+
+def test_cli_refuses_a_non_mapping_and_unreadable_yaml(workdir):
+    for raw in ("- just\n- a list\n", "key: [unclosed\n", "\x00\x01binary"):
+        _cli_case(workdir, raw)

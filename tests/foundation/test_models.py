@@ -62,4 +62,46 @@ def test_fingerprint_is_content_based(tmp_path):
     model_fingerprint.cache_clear()
     (tmp_path / "w.bin").write_bytes(b"\x01" * 10)
     assert model_fingerprint(str(tmp_path)) != a
-    assert model_fingerprint("Qwen/Qwen3-1.7B-Base") != model_fingerprint("answerdotai/ModernBERT-base")
+
+
+def _hub_cache(root, repo: str, commits: list[str], main: str) -> None:
+    """The HF hub cache layout: models--org--name/{snapshots/<commit>/, refs/main}."""
+    d = root / f"models--{repo.replace('/', '--')}"
+    for c in commits:
+        (d / "snapshots" / c).mkdir(parents=True, exist_ok=True)
+        (d / "snapshots" / c / "config.json").write_text('{"model_type": "bert"}')
+    (d / "refs").mkdir(parents=True, exist_ok=True)
+    (d / "refs" / "main").write_text(main)
+
+
+def test_two_revisions_of_one_hub_id_get_two_cache_keys(tmp_path, monkeypatch):
+    """The feature cache key of a hub id follows the commit ``refs/main`` points at."""
+    import huggingface_hub.constants as hf_constants
+
+    from dataselect.config import FeaturesConfig
+    from dataselect.features import runner
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    old, new = "a" * 40, "b" * 40
+    spec = runner.FAMILIES["embedding"](FeaturesConfig(encoder="org/model"), "cpu")
+    keys = []
+    for main in (old, new, old):
+        _hub_cache(tmp_path, "org/model", [old, new], main)
+        model_fingerprint.cache_clear()
+        keys.append(runner._key(spec, "frame-fp", 8192))
+    assert keys[0] != keys[1] and keys[0] == keys[2]
+    _hub_cache(tmp_path, "org/other", [old], old)
+    model_fingerprint.cache_clear()
+    assert model_fingerprint("org/other") != model_fingerprint("org/model")
+
+
+def test_a_hub_id_whose_revision_is_unknown_fails_loudly(tmp_path, monkeypatch):
+    """Not cached and offline: no key from the id alone, a ModelError instead."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model_fingerprint.cache_clear()
+    with pytest.raises(ModelError, match=r"'org/missing'.*revision .*unknown"):
+        model_fingerprint("org/missing")

@@ -95,7 +95,7 @@ def test_kept_table_counts_flipped_rows(study):
     assert kept.loc["better", "removal_precision"] == pytest.approx(200 / 900)
     assert kept.loc["better", "removal_recall"] == 1.0
     assert 0.1 < kept.loc["random", "flipped_share"] < 0.3
-    assert kept.loc["random", "share_neg"] + kept.loc["random", "share_pos"] == pytest.approx(1)
+    assert kept.loc["random", "share[neg]"] + kept.loc["random", "share[pos]"] == pytest.approx(1)
     text = report.read_text()
     assert "## What was kept" in text and "200 of 1,000 pool labels flipped" in text
 

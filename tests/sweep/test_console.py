@@ -1,4 +1,4 @@
-"""Console hygiene: Ray's native log lines and raylet notices (issue 15, item 6)."""
+"""Console hygiene: Ray's native log lines and raylet notices, through standard streams only."""
 
 from __future__ import annotations
 
@@ -62,8 +62,10 @@ def _notice(pid: str = "raylet") -> dict:
 
 
 def test_raylet_notice_is_one_console_line_and_counted(tmp_path, caplog, capsys):
+    # Printed by Ray's own driver function (the format of the pinned Ray), which stays untouched.
     from ray._private import worker as ray_worker
 
+    original = ray_worker.print_to_stdstream
     before = len(console.WORKER_DEATHS)
     caplog.set_level(logging.INFO)
     full: list[logging.LogRecord] = []
@@ -72,10 +74,10 @@ def test_raylet_notice_is_one_console_line_and_counted(tmp_path, caplog, capsys)
     logging.getLogger("ray.raylet").addHandler(keep)
     try:
         with console.raylet_notices(tmp_path / "logs" / "ray"):
+            assert ray_worker.print_to_stdstream is original  # no Ray function replaced
             ray_worker.print_to_stdstream(_notice(), ignore_prefix=False)
     finally:
         logging.getLogger("ray.raylet").removeHandler(keep)
-    assert ray_worker.print_to_stdstream.__name__ == "print_to_stdstream"  # put back
     assert len(console.WORKER_DEATHS) == before + 1
     ours = [r for r in caplog.records if r.name == "dataselect.console"]
     assert len(ours) == 1
@@ -85,6 +87,20 @@ def test_raylet_notice_is_one_console_line_and_counted(tmp_path, caplog, capsys)
     assert str(tmp_path / "logs" / "ray") in msg and "Lease ID" not in msg
     assert len(full) == 1 and "Lease ID: 00ab" in full[0].getMessage()  # whole notice for the log file
     assert capsys.readouterr().out == ""  # Ray's own print did not happen
+
+
+def test_other_output_passes_the_raylet_filter_unchanged(tmp_path, caplog, capsys):
+    """Only raylet notices leave stdout; a remote node's notice is caught too."""
+    caplog.set_level(logging.INFO)
+    with console.raylet_notices(tmp_path / "logs" / "ray"):
+        print("report: runs/x/report/report.md")
+        print("(raylet, ip=10.0.0.2) A worker died or was killed while executing a task. More.")
+        print("")
+        print("a line (raylet) inside is not a notice")
+    assert capsys.readouterr().out == ("report: runs/x/report/report.md\n\n"
+                                       "a line (raylet) inside is not a notice\n")
+    ours = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    assert len(ours) == 1 and ours[0].startswith("ray: A worker died or was killed while executing a task;")
 
 
 def test_stage_says_it_completed_in_spite_of_a_worker_death(tmp_path, caplog):

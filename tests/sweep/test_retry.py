@@ -164,8 +164,15 @@ def test_worker_crash_in_a_stage_is_one_line_naming_the_logs(sst2_dir, tmp_path,
     assert not (cfg.study_dir / "sweep.lock").exists()
 
     def bug(cfg, ds):
-        raise ValueError("a bug stays a traceback")
+        raise ValueError("a bug in the stage")
 
+    # A bug is one line too, named as ours; its traceback (cause chain included) is in the log file.
     monkeypatch.setattr("dataselect.sweep._features", bug)
-    with pytest.raises(ValueError, match="a bug stays"):
+    with pytest.raises(StageError) as info:
         run_sweep(cfg)
+    lines = error_lines(info.value)
+    assert len(lines) == 1 and info.value.exit_code == 1
+    assert lines[0].startswith("error: sweep failed: ValueError: a bug in the stage (an error in dataselect")
+    assert isinstance(info.value.__cause__, ValueError)
+    text = Path(lines[0].split("traceback in ")[1].split(";")[0]).read_text()
+    assert "Traceback" in text and "ValueError: a bug in the stage" in text and "in bug" in text

@@ -52,7 +52,7 @@ def test_results_one_row_per_trial(probe_study):
     df = pd.read_csv(report.parent / "results.csv")
     # 3 selectors x 2 fractions x 2 seeds + full x 2 seeds
     assert len(df) == 14 == df["trial"].nunique()
-    assert set(df.columns) >= {"selector", "name", "params", "fraction", "seed", "n_train", "n_0", "n_1",
+    assert set(df.columns) >= {"selector", "name", "params", "fraction", "seed", "n_train", "n[0]", "n[1]",
                                "accuracy", "macro_f1", "precision", "recall", "selection_seconds",
                                "train_seconds", "status", "error"}
     pq = pd.read_parquet(report.parent / "results.parquet")
@@ -62,7 +62,7 @@ def test_results_one_row_per_trial(probe_study):
     assert (ok.loc[ok["fraction"] == 0.1, "n_train"] == 24).all()
     assert (ok.loc[ok["fraction"] == 0.25, "n_train"] == 60).all()
     assert (ok.loc[ok["selector"] == "full", "n_train"] == 240).all()
-    assert (ok["n_0"] + ok["n_1"] == ok["n_train"]).all()
+    assert (ok["n[0]"] + ok["n[1]"] == ok["n_train"]).all()
     assert ok["accuracy"].between(0, 1).all() and (ok["selection_seconds"] >= 0).all()
 
 
