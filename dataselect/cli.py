@@ -78,7 +78,7 @@ def prepare(config: ConfigArg) -> None:
 
     setup_logging()
     cfg = _load(config)
-    ds = load_dataset(cfg.dataset)
+    ds = load_dataset(cfg.dataset, cfg.target)
     summary = {
         "source": ds.source,
         "train_rows": len(ds.train),
@@ -92,6 +92,10 @@ def prepare(config: ConfigArg) -> None:
     }
     if ds.noise is not None:
         summary["label_noise_flipped"] = len(ds.noise)
+    if ds.holdout is not None:
+        summary["holdout"] = ds.holdout
+    if ds.target is not None:
+        summary["target"] = ds.target.describe()
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -82,6 +82,15 @@ class LabelNoiseConfig(_Section):
         return v
 
 
+class HoldoutConfig(_Section):
+    """Whole sentences held out of the pool, with every pool row that is a token span
+    of one (:mod:`dataselect.holdout`): none of their phrases is ever trained on."""
+
+    sentences: Annotated[int, Field(gt=0)]
+    """How many distinct whole sentences (rows that are no phrase of a longer row)."""
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
 class DatasetConfig(_Section):
     """Where the labelled texts come from.
 
@@ -112,6 +121,10 @@ class DatasetConfig(_Section):
     """Column names, in file order, of a headerless TSV/CSV (``header: false``)."""
     id_column: str | None = None
     """Column holding unique integer row ids (None: the row's position in its file)."""
+    eval_holdout: HoldoutConfig | None = None
+    """Move whole train sentences (and every train row that is a phrase of one) out of
+    the pool and into the eval set, beside ``eval_split``: a larger, leak-free eval.
+    Their eval ids are ``-1 - train id``."""
 
     @model_validator(mode="after")
     def _columns_need_headerless(self) -> DatasetConfig:
@@ -123,6 +136,43 @@ class DatasetConfig(_Section):
                    if c is not None and c not in self.columns]
         if missing:
             raise ValueError(f"columns {self.columns} lack {missing} (text_column / label_column / id_column)")
+        return self
+
+
+class TargetConfig(_Section):
+    """Where the classifier will be used: texts that target-aware selectors select toward.
+
+    Exactly one source. ``path``: a file or folder (TSV/CSV/JSONL/parquet)
+    of texts. ``split``: a split of the dataset, its texts only, never its
+    labels; the eval split makes every selection that reads it
+    *transductive* (said in the console and the report). ``holdout``: whole
+    train sentences taken out of the pool by the holdout rule (after
+    ``dataset.eval_holdout``'s, disjoint from them) and never trained on.
+    """
+
+    path: str | None = None
+    split: str | None = None
+    holdout: HoldoutConfig | None = None
+    text_column: str | None = None
+    """Text column of a ``path`` source (default: ``dataset.text_column``)."""
+    label_column: str | None = None
+    """Label column of a ``path`` source, for a labelled slice (``labelled``)."""
+    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"
+    header: bool = True
+    labelled: Annotated[int, Field(ge=0)] = 0
+    """Target rows whose labels ``gradient_match`` may use for the target gradient
+    (the first ones, seeded order); 0: the warm-up model's predicted labels."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TargetConfig:
+        given = [k for k in ("path", "split", "holdout") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of path, split, holdout; got {given or 'none'}")
+        if self.path is None and (self.text_column or self.label_column):
+            raise ValueError("text_column / label_column name a path source's columns; "
+                             "split and holdout use the dataset's")
+        if self.path is not None and self.labelled and self.label_column is None:
+            raise ValueError(f"labelled: {self.labelled} needs label_column for a path source")
         return self
 
 
@@ -151,6 +201,13 @@ class FeaturesConfig(_Section):
     consistency_alpha: Annotated[float, Field(gt=0, le=0.5)] = 0.1
     """EDA's alpha: share of words each perturbation touches (Wei & Zou 2019 use 0.05-0.1 on large sets)."""
     consistency_seed: Annotated[int, Field(ge=0)] = 0
+    ngrams: bool = False
+    """Hashed word n-grams (``ngram_buckets``) for ``dsir`` and ``density_ratio``'s
+    Moore–Lewis method: a second or two per 67k rows, no model."""
+    ngram_n: Annotated[int, Field(ge=1, le=5)] = 2
+    """Longest n-gram (2: unigrams and bigrams, the DSIR authors' default)."""
+    ngram_buckets: Annotated[int, Field(ge=16, le=2**24)] = 10_000
+    """Hash buckets (the DSIR authors' default)."""
     num_actors: Annotated[int, Field(gt=0)] = 1
     shard_size: Annotated[int, Field(gt=0)] = 8192
     """Rows per parquet shard: the unit of caching and of resume."""
@@ -302,6 +359,13 @@ class StudyConfig(_Section):
     grid: GridConfig
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    target: TargetConfig | None = None
+    """Texts of the distribution the classifier is judged on, for target-aware selectors."""
+
+    @property
+    def transductive(self) -> bool:
+        """Whether the target is the eval split's own texts."""
+        return self.target is not None and self.target.split == self.dataset.eval_split
 
     @model_validator(mode="after")
     def _unique_labels(self) -> StudyConfig:
@@ -446,6 +510,7 @@ def load_config(path: str | Path, *, check_paths: bool = True) -> StudyConfig:
 
 def _check_selectors(cfg: StudyConfig, report: Any) -> None:
     from dataselect.selectors import available, get_selector
+    from dataselect.selectors.base import TARGET_PREFIX
 
     known = available()
     for i, spec in enumerate(cfg.selectors):
@@ -457,8 +522,13 @@ def _check_selectors(cfg: StudyConfig, report: Any) -> None:
         except (TypeError, ValueError) as err:
             report(f"selectors[{i}].params: {_first_line(err)}")
             continue
+        columns = selector.required()
+        if cfg.target is None and any(c.startswith(TARGET_PREFIX) for c in columns):
+            report(f"selectors[{i}] ({spec.name!r}) selects toward a target: add a target: block "
+                   "(path, split or holdout; see the config reference in README.md)")
         try:
-            _check_families(cfg.features, i, spec.name, selector.required())
+            _check_families(cfg.features, i, spec.name,
+                            tuple(dict.fromkeys(c.removeprefix(TARGET_PREFIX) for c in columns)))
         except ConfigError as err:
             report(str(err))
 
@@ -481,6 +551,7 @@ def _check_families(feats: FeaturesConfig, i: int, name: str, columns: tuple[str
          "features.consistency_variants", "> 0"),
         (lambda c: c in ("pseudo_perplexity", "mlm_mean_nll"), feats.mlm_model is not None,
          "features.mlm_model", "a masked-LM reference"),
+        (lambda c: c == "ngram_buckets", feats.ngrams, "features.ngrams", "true"),
     ]
     for col in columns:
         for matches, enabled, field, want in needs:
@@ -503,3 +574,5 @@ def _check_paths(cfg: StudyConfig, report: Any) -> None:
     out = Path(cfg.output_dir).expanduser()
     if out.exists() and not out.is_dir():
         report(f"output_dir: exists and is not a directory: {out}")
+    if cfg.target is not None and cfg.target.path is not None and not Path(cfg.target.path).expanduser().exists():
+        report(f"target.path: path does not exist: {cfg.target.path}")

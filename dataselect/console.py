@@ -54,6 +54,10 @@ class _ConsoleFilter(logging.Filter):
     """Our INFO+, Tune's WARNING+ (a trial retried or errored), anyone's ERROR+."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("ray.tune") and record.exc_info:
+            # Tune's "Trial task failed" traceback: the trial's line says it, its
+            # error.txt and the log file hold the traceback.
+            return False
         if record.levelno >= logging.ERROR:
             return True
         if record.name in ("dataselect", "__main__") or record.name.startswith("dataselect."):

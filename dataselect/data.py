@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dataselect.config import DatasetConfig, LabelNoiseConfig, looks_like_hub_id
+from dataselect.config import DatasetConfig, LabelNoiseConfig, TargetConfig, looks_like_hub_id
 from dataselect.errors import DataError, first_line
+from dataselect.target import NO_LABEL, TargetSet
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,22 @@ class TextDataset:
     source: str
     noise: pd.DataFrame | None = None
     """Rows whose pool label was flipped (``id``, ``original_label``, ``noisy_label``), or None."""
+    target: TargetSet | None = None
+    """The target the study selects toward (``target:``), or None."""
+    holdout: dict[str, int] | None = None
+    """What the holdout rule took out of the train split: ``eval_sentences``,
+    ``target_sentences``, ``removed_rows`` (sentences and their phrases),
+    ``pool_before``, ``pool_after`` (before ``pool_size``)."""
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+
+def held_out_eval_id(train_id: np.ndarray) -> np.ndarray:
+    """Eval id of a train row moved to the eval set (``-1 - train id``): apart from the
+    eval split's own ids, and traceable back to the train row."""
+    return -1 - np.asarray(train_id, dtype=np.int64)
 
 
 def frame_fingerprint(df: pd.DataFrame, *, labels: bool = True) -> str:
@@ -79,14 +92,20 @@ def find_duplicates(df: pd.DataFrame) -> DuplicateReport:
     return DuplicateReport(repeated, int((labels_per_text > 1).sum()))
 
 
-def load_dataset(cfg: DatasetConfig) -> TextDataset:
-    """Load, validate and (optionally) subsample the configured dataset.
+def load_dataset(cfg: DatasetConfig, target: TargetConfig | None = None) -> TextDataset:
+    """Load, validate and (optionally) subsample the configured dataset (and its target).
+
+    Order: read and check both splits; take out the held-out sentences and
+    their phrases (``cfg.eval_holdout``, then a ``holdout`` target) and add
+    the eval ones to the eval set; subsample the pool (``pool_size``) and the
+    eval set (``eval_size``); flip labels (``label_noise``).
 
     Raises
     ------
     DataError
-        Missing file or column, empty text, missing label, or a class with
-        no rows; the message names the split, column and row.
+        Missing file or column, empty text, missing label, a class with no
+        rows, a target that cannot be read; the message names the split (or
+        ``target``), column and row.
     """
     if _is_local(cfg.source):
         raw_train = _read_local(cfg, cfg.train_split, "train_split")
@@ -100,6 +119,9 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
     train = _to_table(raw_train, cfg, to_int, "train")
     evalf = _to_table(raw_eval, cfg, to_int, "eval")
     _check_classes(train, names, "train", _origin(raw_train))
+    train, evalf, held_target, holdout = _apply_holdout(train, evalf, cfg, target)
+    if holdout is not None:
+        _check_classes(train, names, "train pool after the holdout", _origin(raw_train))
     if cfg.pool_size is not None and cfg.pool_size < len(train):
         train = _sample(train, cfg.pool_size, cfg.pool_seed)
         _check_classes(train, names, "train pool (dataset.pool_size)", _origin(raw_train))
@@ -117,7 +139,75 @@ def load_dataset(cfg: DatasetConfig) -> TextDataset:
     if cfg.label_noise is not None:
         train, noise = add_label_noise(train, cfg.label_noise, len(names))
     fp = hashlib.sha256((frame_fingerprint(train) + frame_fingerprint(evalf)).encode()).hexdigest()
-    return TextDataset(train, evalf, names, fp, dups, cfg.source, noise)
+    tset = _target(target, cfg, train, held_target, to_int)
+    return TextDataset(train, evalf, names, fp, dups, cfg.source, noise, tset, holdout)
+
+
+def _apply_holdout(train: pd.DataFrame, evalf: pd.DataFrame, cfg: DatasetConfig,
+                   target: TargetConfig | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None,
+                                                        dict[str, int] | None]:
+    """(pool, eval, held-out target rows or None, what was taken) after the holdout rule."""
+    from dataselect.holdout import split_holdout
+
+    draws, fields = [], []
+    if cfg.eval_holdout is not None:
+        draws.append((cfg.eval_holdout.sentences, cfg.eval_holdout.seed))
+        fields.append("dataset.eval_holdout")
+    if target is not None and target.holdout is not None:
+        draws.append((target.holdout.sentences, target.holdout.seed))
+        fields.append("target.holdout")
+    if not draws:
+        return train, evalf, None, None
+    try:
+        held, removed = split_holdout(train["text"].tolist(), draws)
+    except ValueError as err:
+        raise DataError(f"{' + '.join(f'{f}.sentences' for f in fields)}: {err}") from err
+    held_target = None
+    if cfg.eval_holdout is not None:
+        moved = train.iloc[held[0]]
+        evalf = pd.concat([evalf, moved.assign(id=held_out_eval_id(moved["id"]))], ignore_index=True)
+    if target is not None and target.holdout is not None:
+        held_target = train.iloc[held[-1]].reset_index(drop=True)
+    info = {"eval_sentences": cfg.eval_holdout.sentences if cfg.eval_holdout else 0,
+            "target_sentences": target.holdout.sentences if target is not None and target.holdout else 0,
+            "removed_rows": int(removed.sum()), "pool_before": len(train),
+            "pool_after": int(len(train) - removed.sum())}
+    log.info("holdout: %d whole sentences held out (eval %d, target %d) with their phrases: %d of %d "
+             "train rows out of the pool, %d left", info["eval_sentences"] + info["target_sentences"],
+             info["eval_sentences"], info["target_sentences"], info["removed_rows"], len(train),
+             info["pool_after"])
+    return train[~removed].reset_index(drop=True), evalf, held_target, info
+
+
+def _target(target: TargetConfig | None, cfg: DatasetConfig, pool: pd.DataFrame,
+            held: pd.DataFrame | None, to_int: dict[str, int]) -> TargetSet | None:
+    """The target rows of ``target`` (None: no target), with how many also sit in the pool."""
+    if target is None:
+        return None
+    from dataselect.target import count_in_pool, read_target_path, target_frame
+
+    if held is not None:
+        frame = target_frame(held["id"].to_numpy(), held["text"], held["label"].to_numpy())
+        source = "holdout"
+    elif target.split is not None:
+        if _is_local(cfg.source):
+            raw = _read_local(cfg, target.split, "eval_split" if target.split == cfg.eval_split
+                              else "train_split" if target.split == cfg.train_split else "target_split")
+        elif target.split in (cfg.train_split, cfg.eval_split):
+            raw_train, raw_eval, _ = _read_hub(cfg)
+            raw = raw_train if target.split == cfg.train_split else raw_eval
+        else:
+            raise DataError(f"target.split: {target.split!r}: with a hub source only the dataset's "
+                            f"train_split or eval_split can be the target")
+        keys = raw[cfg.label_column].astype(str).str.strip() if cfg.label_column in raw else None
+        labels = None if keys is None else keys.map(to_int).fillna(NO_LABEL).to_numpy(np.int64)
+        frame = target_frame(raw["_id"].to_numpy(), raw[cfg.text_column].fillna(""), labels)
+        source = f"split:{target.split}"
+    else:
+        frame = read_target_path(target, target.text_column or cfg.text_column, to_int)
+        source = f"path:{target.path}"
+    return TargetSet(frame, source, target.split is not None and target.split == cfg.eval_split,
+                     count_in_pool(frame, pool))
 
 
 _NOISE_STREAM = 0x6E6F697365  # "noise": a stream of its own, apart from the selectors' seeds
@@ -189,49 +279,65 @@ def _split_path(cfg: DatasetConfig, split: str, field: str) -> Path:
 
 def _read_local(cfg: DatasetConfig, split: str, field: str) -> pd.DataFrame:
     path = _split_path(cfg, split, field)
-    fmt = cfg.format if cfg.format != "auto" else _FORMATS.get(path.suffix)
-    if fmt is None:
-        raise DataError(f"dataset.format: cannot tell the format of {path.name}; set tsv|csv|jsonl|parquet")
-    if fmt != "parquet":
-        _check_utf8(path, fmt, field, cfg.header)
-    names = None
-    if not cfg.header and fmt in ("tsv", "csv"):
-        names = list(cfg.columns or [cfg.text_column, cfg.label_column])
-        _check_field_count(path, fmt, field, names)
-    try:
-        if fmt == "tsv":
-            # SST-2 sentences hold bare quotes: no quoting at all (see its README).
-            df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False,
-                             na_values=[""], dtype=str, encoding="utf-8-sig",
-                             header=None if names else "infer", names=names)
-        elif fmt == "csv":
-            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, encoding="utf-8-sig",
-                             header=None if names else "infer", names=names)
-        elif fmt == "jsonl":
-            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
-        else:
-            df = pd.read_parquet(path)
-    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"dataset.{field}: cannot read {path} as {fmt}: {first}") from err
-    if not isinstance(df, pd.DataFrame):  # read_json of a bare value
-        raise DataError(f"dataset.{field}: {path.name} does not hold one JSON object per line")
-    df.columns = [str(c) for c in df.columns]
-    if df.empty:
-        what = "only a header row" if len(df.columns) and fmt in ("tsv", "csv") and cfg.header else "no rows"
-        raise DataError(f"dataset.{field}: {path.name} holds {what}; a split needs labelled rows")
+    names = list(cfg.columns or [cfg.text_column, cfg.label_column])
+    df, fmt = read_file(path, cfg.format, cfg.header, names, f"dataset.{field}")
     for col, key in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column"),
                      (cfg.id_column, "id_column")):
         if col is not None and col not in df.columns:
             hint = _headerless_hint(df, fmt) if cfg.header else ""
             raise DataError(f"dataset.{key}: column {col!r} not in {path.name}; columns: "
                             f"{_short(list(df.columns))}{hint}")
+    o = _origin(df)
+    df["_id"] = _ids(df, cfg.id_column, o["file"], o["first_line"], field)
+    return df
+
+
+def read_file(path: Path, fmt: str, header: bool, names: list[str], where: str) -> tuple[pd.DataFrame, str]:
+    """One TSV/CSV/JSONL/parquet file as a frame of strings, checked; ``(frame, format)``.
+
+    ``fmt`` ``auto`` goes by the suffix; ``names`` name the columns of a
+    headerless TSV/CSV (``header`` false). Non-UTF-8 bytes, an unreadable
+    file, no rows (or a header alone) are a :class:`DataError` that starts
+    with ``where`` (``dataset.train_split``, ``target.path``) and names the
+    line. The frame's ``attrs["origin"]`` says where its rows start, for
+    messages about a row.
+    """
+    section = where.split(".")[0]
+    fmt = fmt if fmt != "auto" else _FORMATS.get(path.suffix)
+    if fmt is None:
+        raise DataError(f"{section}.format: cannot tell the format of {path.name}; set tsv|csv|jsonl|parquet")
+    if fmt != "parquet":
+        _check_utf8(path, fmt, where, header)
+    headerless = not header and fmt in ("tsv", "csv")
+    if headerless:
+        _check_field_count(path, fmt, section, names)
+    try:
+        if fmt == "tsv":
+            # SST-2 sentences hold bare quotes: no quoting at all (see its README).
+            df = pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False,
+                             na_values=[""], dtype=str, encoding="utf-8-sig",
+                             header=None if headerless else "infer", names=names if headerless else None)
+        elif fmt == "csv":
+            df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=str, encoding="utf-8-sig",
+                             header=None if headerless else "infer", names=names if headerless else None)
+        elif fmt == "jsonl":
+            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8-sig")
+        else:
+            df = pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"{where}: cannot read {path} as {fmt}: {first}") from err
+    if not isinstance(df, pd.DataFrame):  # read_json of a bare value
+        raise DataError(f"{where}: {path.name} does not hold one JSON object per line")
+    df.columns = [str(c) for c in df.columns]
+    if df.empty:
+        what = "only a header row" if len(df.columns) and fmt in ("tsv", "csv") and header else "no rows"
+        raise DataError(f"{where}: {path.name} holds {what}; it needs rows")
     df = df.copy()
     # Data rows start on line 2 below a header, on line 1 without one (JSONL: line 1).
-    first_line = 2 if fmt in ("tsv", "csv") and cfg.header else 1
+    first_line = 2 if fmt in ("tsv", "csv") and header else 1
     df.attrs["origin"] = {"file": path.name, "first_line": first_line if fmt != "parquet" else None}
-    df["_id"] = _ids(df, cfg.id_column, path.name, first_line if fmt != "parquet" else None, field)
-    return df
+    return df, fmt
 
 
 def _short(values: list[str], limit: int = 60) -> str:
@@ -239,7 +345,7 @@ def _short(values: list[str], limit: int = 60) -> str:
     return repr(out) + (f" (+{len(values) - 10} more)" if len(values) > 10 else "")
 
 
-def _check_utf8(path: Path, fmt: str, field: str, header: bool) -> None:
+def _check_utf8(path: Path, fmt: str, owner: str, header: bool) -> None:
     """Refuse non-UTF-8 bytes with the line and column they sit in."""
     data = path.read_bytes()
     try:
@@ -261,17 +367,17 @@ def _check_utf8(path: Path, fmt: str, field: str, header: bool) -> None:
                 col = f"column {cols[j]!r}"
         row = line - 2 if header else line - 1
         where += f" (row {row}), {col}" if row >= 0 else f" (the header), {col}"
-    raise DataError(f"dataset.{field}: {path.name} {where}: byte 0x{data[pos]:02x} is not UTF-8; "
+    raise DataError(f"{owner}: {path.name} {where}: byte 0x{data[pos]:02x} is not UTF-8; "
                     "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
 
 
-def _check_field_count(path: Path, fmt: str, field: str, names: list[str]) -> None:
+def _check_field_count(path: Path, fmt: str, section: str, names: list[str]) -> None:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         first = fh.readline().rstrip("\r\n")
     n = len(first.split("\t")) if fmt == "tsv" else len(next(csv.reader([first]), []))
     if first and n != len(names):
-        raise DataError(f"dataset.columns: {path.name} line 1 has {n} fields but the columns are "
-                        f"{names}; set dataset.columns to name all {n} in order")
+        raise DataError(f"{section}.columns: {path.name} line 1 has {n} fields but the columns are "
+                        f"{names}; set {section}.columns to name all {n} in order")
 
 
 def _looks_like_value(name: str, column: pd.Series) -> bool:

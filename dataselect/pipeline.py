@@ -52,7 +52,7 @@ def resolve_standins(cfg: StudyConfig, ds: TextDataset) -> StudyConfig:
 
 def build_standins(cfg: StudyConfig) -> dict[str, str]:
     """Train (or reuse) every stand-in the config names; ``{ref: folder}``."""
-    ds = load_dataset(cfg.dataset)
+    ds = load_dataset(cfg.dataset, cfg.target)
     resolved = resolve_standins(cfg, ds)
     pairs = [
         (cfg.features.encoder, resolved.features.encoder),
@@ -74,7 +74,7 @@ def study_features(cfg: StudyConfig, ds: TextDataset | None = None,
     from dataselect.features import compute_features
     from dataselect.ray_runtime import init_ray
 
-    ds = ds or load_dataset(cfg.dataset)
+    ds = ds or load_dataset(cfg.dataset, cfg.target)
     cfg = resolve_standins(cfg, ds)
     init_ray(cfg.ray)
     store = cfg.cache_root / "features"
@@ -83,18 +83,40 @@ def study_features(cfg: StudyConfig, ds: TextDataset | None = None,
     return pool, evalf
 
 
+def target_features(cfg: StudyConfig, ds: TextDataset, columns: Collection[str] = ()) -> Any:
+    """The target's feature table (the pool's families, cached alike), or None without a target.
+
+    Its ``label`` holds the classes of the labelled slice only
+    (``target.labelled`` rows, drawn with seed 0; ``-1`` for the rest), so no
+    selector sees more target labels than the config grants.
+    """
+    if ds.target is None or cfg.target is None:
+        return None
+    from dataselect.features import compute_features
+    from dataselect.target import NO_LABEL
+
+    frame = ds.target.frame.copy()
+    keep = np.zeros(len(frame), dtype=bool)
+    known = np.flatnonzero(frame["label"].to_numpy() != NO_LABEL)
+    keep[np.random.default_rng(0).permutation(known)[: cfg.target.labelled]] = True
+    frame.loc[~keep, "label"] = NO_LABEL
+    return compute_features(frame, cfg.features, cfg.cache_root / "features", columns=columns)
+
+
 def study_selections(cfg: StudyConfig) -> dict[str, Path | None]:
     """Run the select stage for every grid cell; ``{"selector@fraction#seed": manifest}``."""
     from dataselect.select_stage import run_select_stage
 
-    ds = load_dataset(cfg.dataset)
+    ds = load_dataset(cfg.dataset, cfg.target)
     pool, _ = study_features(cfg, ds, columns=())
     from dataselect.features.store import TableRef
 
     # Tasks read the saved shards themselves: the driver passes the store path and key.
     ref = TableRef(cfg.cache_root / "features", pool.fingerprint)
+    target = target_features(resolve_standins(cfg, ds), ds)
     out = run_select_stage(cfg, ref, features_fingerprint=pool.fingerprint,
-                           manifest_dir=cfg.study_dir / "manifests")
+                           manifest_dir=cfg.study_dir / "manifests",
+                           target=None if target is None else TableRef(ref.root, target.fingerprint))
     return {f"{k[0]}@{k[1]:g}#{k[2]}": r.path for k, r in out.items()}
 
 
@@ -117,7 +139,7 @@ def train_one(cfg: StudyConfig, selector: str, fraction: float, seed: int,
     _cell(cfg, selector, fraction, seed)
     if selector == "full":
         fraction = 1.0
-    ds = load_dataset(cfg.dataset)
+    ds = load_dataset(cfg.dataset, cfg.target)
     manifests = study_selections(cfg)
     path = manifests.get(f"{selector}@{fraction:g}#{seed}")
     if path is None:
@@ -148,7 +170,7 @@ def evaluate_saved(cfg: StudyConfig, model_dir: Path) -> dict[str, Any]:
     from dataselect.models import load_classifier, load_tokenizer, pick_device
     from dataselect.train import predict
 
-    ds = load_dataset(cfg.dataset)
+    ds = load_dataset(cfg.dataset, cfg.target)
     device = pick_device(cfg.trainer.device)
     model = load_classifier(str(model_dir), num_labels=ds.num_labels, device=device)
     tok = load_tokenizer(str(model_dir))

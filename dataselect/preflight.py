@@ -80,7 +80,7 @@ def preflight(cfg: StudyConfig, *, stage: str = "sweep") -> Any:
     problems: list[str] = []
     ds = None
     try:
-        ds = load_dataset(cfg.dataset)
+        ds = load_dataset(cfg.dataset, cfg.target)
     except DataError as err:
         problems.append(str(err))
     _, model_problems = check_models(cfg, stage=stage)

@@ -116,7 +116,7 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
         for m in METRICS:
             row[m] = res.get(m)
         for k in ("train_loss", "selection_seconds", "train_seconds", "eval_seconds", "mode", "model",
-                  "node_id"):
+                  "node_id", "selection_info", "reads_target"):
             row[k] = res.get(k)
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -336,7 +336,8 @@ def _p(x: float) -> str:
     return "<0.001" if x < 0.001 else f"{x:.3f}"
 
 
-def _metric_table(summary: pd.DataFrame, metric: str) -> list[str]:
+def _metric_table(summary: pd.DataFrame, metric: str, marks: dict[str, str] | None = None) -> list[str]:
+    marks = marks or {}
     s = summary[summary["metric"] == metric]
     lines = [f"### {metric}", "",
              "| selector | fraction | n seeds | mean ± std | Δ vs random | 95 % CI (bootstrap) | "
@@ -352,7 +353,7 @@ def _metric_table(summary: pd.DataFrame, metric: str) -> list[str]:
             ci = (f"[{_fmt_signed(r['ci_low'])}, {_fmt_signed(r['ci_high'])}]"
                   if np.isfinite(r["ci_low"]) else "n/a")
             pt, pb, ph = _p(r["p_t"]), _p(r["p_boot"]), _p(r["p_holm"])
-        lines.append(f"| {_md(r['selector'])} | {r['fraction']:g} | {r['n_seeds']} | "
+        lines.append(f"| {_md(r['selector'])}{marks.get(r['selector'], '')} | {r['fraction']:g} | {r['n_seeds']} | "
                      f"{format_mean_std(r['mean'], r['std'])} | {delta} | {ci} | {pt} | {pb} | {ph} | "
                      f"{r['n_pairs'] or '—'} |")
     for _, r in s[s["selector"] == FULL_KEY].iterrows():
@@ -485,17 +486,31 @@ def _overlap_figure(mats: dict[float, pd.DataFrame], out: Path) -> str | None:
 
 
 def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any] | None,
-                n_pool: int | None) -> list[str]:
+                n_pool: int | None, target: dict[str, Any] | None = None,
+                marks: dict[str, str] | None = None) -> list[str]:
     if comp.empty:
         return []
+    marks = marks or {}
     extra = [c for c in ("mean_perplexity", "mean_pseudo_perplexity") if c in comp]
     noisy = "flipped_kept" in comp
+    aimed = "target_auc" in comp
     head = ["selector", "fraction", "rows", *[f"{_md(n)} share" for n in label_names], "mean words",
-            *[c.removeprefix("mean_").replace("_", "-") for c in extra]]
+            *[c.removeprefix("mean_").replace("_", "-") for c in extra],
+            *(["target AUC", "eval AUC"] if aimed else [])]
     if noisy:
         head += ["flipped kept", "flipped % of subset", "removal precision", "removal recall"]
     lines = ["## What was kept", "",
              "Subset composition per selector × fraction, averaged over seeds (`kept.csv`)."]
+    if target:
+        lines += ["", f"The target ({_target_source(target)}) has {target['n_rows']:,} rows of mean "
+                  f"{target['mean_words']:.1f} words. *Target AUC*: a logistic regression told subset "
+                  "rows from target rows on the pool's embeddings, cross-validated (3 folds); 0.5 means "
+                  "the subset is indistinguishable from the target, 1.0 fully apart. *Eval AUC*: the same "
+                  "against the eval set, rows no selector saw (unless the target is the eval split). "
+                  "Below 0.5 against the target means the subset hugs the very target rows it was chosen "
+                  "for (held-out target rows look more like the subset than the rest of the target "
+                  "does): fitted to the target sample rather than to its distribution. Every selector is "
+                  "measured, target-aware or not."]
     if noisy and noise and n_pool:
         rate = noise["n_flipped"] / n_pool
         lines += ["", f"Label noise: {noise['n_flipped']:,} of {n_pool:,} pool labels flipped "
@@ -506,15 +521,78 @@ def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any
     # Records, not itertuples: itertuples renames columns that are not identifiers
     # (``share[Sci/Tech]``), so a label name with a slash or a space was a KeyError.
     for d in comp.to_dict("records"):
-        cells = [_md(d["selector"]), f"{d['fraction']:g}", f"{d['n_kept']:,.0f}",
-                 *[f"{d[share_column(n)]:.3f}" for n in label_names], f"{d['mean_words']:.1f}",
-                 *[f"{d[c]:.1f}" for c in extra]]
+        cells = [_md(d["selector"]) + marks.get(d["selector"], ""), f"{d['fraction']:g}",
+                 f"{d['n_kept']:,.0f}", *[f"{d[share_column(n)]:.3f}" for n in label_names],
+                 f"{d['mean_words']:.1f}", *[f"{d[c]:.1f}" for c in extra],
+                 *([_fmt(d.get("target_auc", float("nan")), 3), _fmt(d.get("eval_auc", float("nan")), 3)]
+                   if aimed else [])]
         if noisy:
             cells += [f"{d['flipped_kept']:,.0f}", f"{d['flipped_share']:.1%}",
                       _fmt(d.get("removal_precision", float("nan")), 3),
                       _fmt(d.get("removal_recall", float("nan")), 3)]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _target_source(target: dict[str, Any]) -> str:
+    src = str(target.get("source", "?"))
+    if src == "holdout":
+        return "whole train sentences held out of the pool, never trained on"
+    if target.get("transductive"):
+        return f"the eval split's own texts ({src}): **transductive**"
+    return src.replace("split:", "the texts of split ").replace("path:", "file ")
+
+
+def _target_lines(target: dict[str, Any] | None, holdout: dict[str, Any] | None,
+                  ok: pd.DataFrame, aware: list[str]) -> list[str]:
+    """Setup lines: what the holdout took out, what the target is, which selections read it."""
+    lines = []
+    if holdout:
+        lines.append(
+            f"- Holdout: {holdout['eval_sentences'] + holdout['target_sentences']:,} whole train sentences "
+            f"held out ({holdout['eval_sentences']:,} to the eval set, {holdout['target_sentences']:,} as "
+            f"the target) with every train row that is a phrase of one: {holdout['removed_rows']:,} of "
+            f"{holdout['pool_before']:,} train rows left the pool, {holdout['pool_after']:,} remain; no "
+            "phrase of a held-out sentence is trained on.")
+    if target:
+        lines.append(f"- Target: {target['n_rows']:,} rows, {_target_source(target)}; "
+                     f"{target.get('n_in_pool', 0):,} of them also in the pool.")
+        if aware:
+            mark = " (marked † in the tables: transductive)" if target.get("transductive") else ""
+            lines.append(f"- Target-aware selectors, which read the target: {', '.join(f'`{a}`' for a in aware)}"
+                         f"{mark}.")
+            for sel in aware:
+                info = _selection_info(ok, sel)
+                said = [f"{k} {v}" for k, v in info.items()
+                        if k in ("target_labels", "warmup_rows", "target_auc", "effective_sample_size")]
+                secs = ok.loc[ok["selector"] == sel, "selection_seconds"].mean()
+                if said or np.isfinite(secs):
+                    lines.append(f"  - `{sel}`: {'; '.join(said + [f'selection {secs:.1f} s per run (mean)'])}.")
+    return lines
+
+
+def _selection_info(ok: pd.DataFrame, selector: str) -> dict[str, Any]:
+    """The first finished trial's selection info of ``selector`` (numbers rounded)."""
+    vals = ok.loc[ok["selector"] == selector, "selection_info"].dropna() if "selection_info" in ok else []
+    if not len(vals):
+        return {}
+    info = json.loads(vals.iloc[0])
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in info.items()}
+
+
+def _load_target_space(study: Path) -> Any:
+    """The study's :class:`~dataselect.subsets.TargetSpace` (``inputs/target/``), or None."""
+    from dataselect.subsets import TargetSpace
+
+    d = study / "inputs" / "target"
+    try:
+        rows = pd.read_parquet(d / "target.parquet")
+        pool = pd.read_parquet(study / "inputs" / "pool.parquet", columns=["id"])
+        evals = np.load(d / "eval_embedding.npy") if (d / "eval_embedding.npy").is_file() else None
+        return TargetSpace(pool["id"].to_numpy(np.int64), np.load(d / "pool_embedding.npy"),
+                           np.load(d / "target_embedding.npy"), rows["n_words"].to_numpy(), evals)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def write_report(study_dir: str | Path) -> Path:
@@ -574,7 +652,9 @@ def _write_report(study: Path, out: Path) -> None:
     noise = meta.get("label_noise")
     n_pool = ds.get("n_pool")
     comp = composition_table(ok, kept, names, n_pool=n_pool,
-                             n_flipped_pool=noise.get("n_flipped") if noise else None) if kept else pd.DataFrame()
+                             n_flipped_pool=noise.get("n_flipped") if noise else None,
+                             target=_load_target_space(study) if meta.get("target") else None
+                             ) if kept else pd.DataFrame()
     comp.to_csv(out / "kept.csv", index=False)
     mats, flags, overlap_seed = {}, [], {}
     for frac in sorted(set(ok["fraction"])) if n_ok else []:
@@ -590,6 +670,11 @@ def _write_report(study: Path, out: Path) -> None:
     ov_fig = _overlap_figure(mats, out) if mats else None
 
     seeds = (cfg.get("grid") or {}).get("seeds")
+    # A selection that read the eval split's own texts is transductive: marked in every table.
+    reads = (ok["reads_target"].fillna(False).astype(bool) if n_ok and "reads_target" in ok
+             else pd.Series(False, index=ok.index))
+    aware = sorted(set(ok.loc[reads, "selector"]))
+    marks = {sel: " †" for sel in aware} if (meta.get("target") or {}).get("transductive") else {}
     mode = trainer.get("mode", "?")
     feats = meta.get("probe_features") or trainer.get("probe_features") or "embedding"
     how = (f"fine-tuned `{trainer.get('model')}`" if mode == "finetune"
@@ -610,6 +695,7 @@ def _write_report(study: Path, out: Path) -> None:
         f"- Pool: {ds.get('n_pool', '?')} training rows from `{ds.get('source', '?')}`; "
         f"eval: {ds.get('n_eval', '?')} rows; classes {ds.get('label_names', '?')}.",
         *([noise_line] if noise_line else []),
+        *_target_lines(meta.get("target"), meta.get("holdout"), ok, aware),
         f"- Seeds: {len(seeds) if seeds else '?'} ({seeds}); fractions {(cfg.get('grid') or {}).get('fractions')}.",
         f"- Trials: {len(df)} found of {meta.get('n_trials', '?')} expected; "
         f"{n_ok} finished, {n_err} failed, {len(df) - n_ok - n_err} incomplete; "
@@ -636,8 +722,8 @@ def _write_report(study: Path, out: Path) -> None:
     ]
     if n_ok:
         for metric in METRICS:
-            lines += _metric_table(summary, metric)
-        lines += _kept_lines(comp, names, noise, n_pool)
+            lines += _metric_table(summary, metric, marks)
+        lines += _kept_lines(comp, names, noise, n_pool, meta.get("target"), marks)
         if mats:
             seeds_used = set(overlap_seed.values())
             which = (f"seed {seeds_used.pop()}" if len(seeds_used) == 1 else "seed " + ", ".join(

@@ -46,7 +46,7 @@ from dataselect.features.store import (
     read_columns,
     table_index,
 )
-from dataselect.selectors.base import Selection, Selector
+from dataselect.selectors.base import TARGET_PREFIX, FeatureError, Selection, Selector
 from dataselect.selectors.partitioned import DEFAULT_TASK_BYTES, Partitioned, resolve_partitions
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ class _Job:
     """The selector that runs (``partitions: auto`` resolved)."""
     resolved: dict[str, Any]
     seed: int
+    features_key: str
+    """Fingerprint the manifests record: the pool's, joined with the target's for a
+    selector that reads the target."""
     outputs: dict[int, tuple[Path, list[CellKey]]] = field(default_factory=dict)
     """budget → (manifest path, grid cells it serves); one budget unless prefix-consistent."""
 
@@ -126,18 +129,26 @@ class _Job:
 
 
 def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, params: dict[str, Any],
-                 budget: int, seed: int) -> dict[str, Any]:
+                 budget: int, seed: int, target: Mapping[str, np.ndarray] | TableRef | None = None,
+                 ) -> dict[str, Any]:
     """Body of one Ray task: errors come back as data so one bad cell cannot stop the stage.
 
     A :class:`TableRef` is read here, in the task: only the columns the
-    selector needs, straight from the shards.
+    selector needs, straight from the shards; the target's columns come in
+    as ``target:<column>``.
     """
     from dataselect.selectors import get_selector
 
     try:
         selector = get_selector(name, **dict(params))
+        need = selector.required()
         if isinstance(features, TableRef):
-            features = read_columns(features, ("id", *selector.required()))
+            features = read_columns(features, ("id", *(c for c in need if not c.startswith(TARGET_PREFIX))))
+        if want := [c.removeprefix(TARGET_PREFIX) for c in need if c.startswith(TARGET_PREFIX)]:
+            if target is None:
+                raise FeatureError(f"{name} selects toward a target, and the study has none")
+            got = read_columns(target, want) if isinstance(target, TableRef) else {c: target[c] for c in want}
+            features = {**features, **{TARGET_PREFIX + c: v for c, v in got.items()}}
         t0 = time.perf_counter()
         sel = selector.select(features, budget, seed)
         seconds = time.perf_counter() - t0
@@ -153,9 +164,14 @@ def _failure(err: BaseException) -> dict[str, str]:
     return {"error": f"{type(err).__name__}: {err}", "traceback": format_exception(err)}
 
 
+def reads_target(selector: Selector) -> bool:
+    """Whether ``selector`` reads target columns (``target:<column>``)."""
+    return any(c.startswith(TARGET_PREFIX) for c in selector.required())
+
+
 def plan_jobs(
     cfg: StudyConfig, n_pool: int, features_fingerprint: str, out_dir: Path,
-    resolve: Callable[[Selector], Selector] | None = None,
+    resolve: Callable[[Selector], Selector] | None = None, target_fingerprint: str | None = None,
 ) -> tuple[list[_Job], dict[CellKey, SelectionResult]]:
     """Selector runs the grid needs, and the cells whose manifests are already on disk.
 
@@ -176,10 +192,12 @@ def plan_jobs(
             selector = resolve(selector)
         resolved = selector.params()
         budget = budget_for(frac, n_pool)
+        fkey = (f"{features_fingerprint}+target:{target_fingerprint}" if reads_target(selector)
+                else features_fingerprint)
         for seed in cfg.grid.seeds:
             cell = (spec.key, frac, seed)
             run_seed = seed if selector.seeded else 0
-            key = selection_key(spec.name, resolved, budget, run_seed, features_fingerprint)
+            key = selection_key(spec.name, resolved, budget, run_seed, fkey)
             path = out_dir / f"{key}.parquet"
             if path.is_file():
                 info = read_manifest(path).meta.get("info") or {}
@@ -188,7 +206,7 @@ def plan_jobs(
                 continue
             group = (spec.name, json.dumps(resolved, sort_keys=True), run_seed,
                      None if selector.prefix_consistent else budget)
-            job = jobs.setdefault(group, _Job(spec, selector, resolved, run_seed))
+            job = jobs.setdefault(group, _Job(spec, selector, resolved, run_seed, fkey))
             job.outputs.setdefault(budget, (path, []))[1].append(cell)
     return list(jobs.values()), reused
 
@@ -217,6 +235,7 @@ def run_select_stage(
     *,
     features_fingerprint: str,
     manifest_dir: Path | None = None,
+    target: Mapping[str, np.ndarray] | TableRef | None = None,
 ) -> dict[CellKey, SelectionResult]:
     """Run or reuse every selection of the grid; write manifests.
 
@@ -232,6 +251,9 @@ def run_select_stage(
         pool or new features never reuse old manifests.
     manifest_dir : Path, optional
         Default ``<study_dir>/manifests``.
+    target : mapping or TableRef, optional
+        The target's feature table (or its reference), for selectors that
+        read ``target:<column>``; its key joins the pool's in their manifests' keys.
 
     Returns
     -------
@@ -254,7 +276,11 @@ def run_select_stage(
         auto[:] = auto or [(_embedding_dim(features), task_memory_bytes(cfg))]
         return resolve_partitions(selector, n_pool, *auto[0])
 
-    jobs, results = plan_jobs(cfg, n_pool, features_fingerprint, out_dir, resolve)
+    target_fp = None if target is None else _fingerprint(target)
+    jobs, results = plan_jobs(cfg, n_pool, features_fingerprint, out_dir, resolve, target_fp)
+    if cfg.transductive and (names := sorted({j.spec.key for j in jobs if reads_target(j.selector)})):
+        log.warning("select stage: %s read the eval split's texts (target: split %s): their selections "
+                    "are transductive", ", ".join(names), cfg.target.split)  # type: ignore[union-attr]
     n_manifests = sum(len(j.outputs) for j in jobs)
     log.info("select stage: %d cells reused, %d selections to write from %d runs "
              "(the rest cut from a larger budget of a prefix-consistent selector)",
@@ -263,12 +289,15 @@ def run_select_stage(
         return results
 
     source = features if stored else ray.put({k: np.asarray(v) for k, v in features.items()})
+    tsource = (target if target is None or isinstance(target, TableRef)
+               else ray.put({k: np.asarray(v) for k, v in target.items()}))
     remote = ray.remote(num_cpus=1)(_select_task)
     while jobs:
         # Partitioned selections of a saved table run through the partition
         # stage (in the driver, while the other tasks run); the rest are one task each.
         split = [j for j in jobs if stored and isinstance(j.selector, Partitioned)]
-        refs = {id(j): remote.remote(source, j.spec.name, _task_params(j), j.budget, j.seed)
+        refs = {id(j): remote.remote(source, j.spec.name, _task_params(j), j.budget, j.seed,
+                                     tsource if reads_target(j.selector) else None)
                 for j in jobs if j not in split}
         done = _run_partitioned_jobs(features, index, split, out_dir) if split else {}
         retry = []
@@ -281,12 +310,30 @@ def run_select_stage(
                 del job.outputs[job.budget]
                 retry.append(job)
                 continue
-            _write_job(results, job, got, ids, features_fingerprint)
+            _write_job(results, job, got, ids)
         jobs = retry
     failed = [c for c, r in results.items() if r.error]
     if failed:
         log.warning("select stage: %d cell(s) failed: %s", len(failed), failed)
     return results
+
+
+def _fingerprint(table: Mapping[str, Any] | TableRef) -> str:
+    """A saved table's key, a FeatureTable's fingerprint, else a digest of the arrays."""
+    if isinstance(table, TableRef):
+        return table.key
+    if fp := getattr(table, "fingerprint", None):
+        return str(fp)
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(table):
+        v = np.asarray(table[k])
+        rows = v if v.dtype == object else [v]
+        h.update(k.encode())
+        for r in rows:
+            h.update(np.ascontiguousarray(r).tobytes())
+    return h.hexdigest()
 
 
 def _task_params(job: _Job) -> dict[str, Any]:
@@ -340,7 +387,7 @@ def _run_partitioned_jobs(
 
 
 def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any],
-               ids: np.ndarray, features_fingerprint: str) -> None:
+               ids: np.ndarray) -> None:
     """Write the job's manifests: its own budget as run, smaller ones cut from it."""
     from dataselect.manifest import write_manifest
 
@@ -364,7 +411,7 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
             info[SLICED_KEY] = sliced_from
         write_manifest(path, Selection(sel.indices, sel.scores, info), selector=job.spec.name,
                        params=job.resolved, budget=budget, seed=job.seed,
-                       features=features_fingerprint, ids=ids, fraction=cells[0][1])
+                       features=job.features_key, ids=ids, fraction=cells[0][1])
         _record(results, job, budget, path, None, seconds, sliced_from)
 
 

@@ -12,12 +12,16 @@ A report that only says "selector X scored 0.79" cannot tell a researcher
   rows (removed = pool - subset), the figures a noise filter is judged by;
 * Jaccard overlap ``|A ∩ B| / |A ∪ B|`` between every two selectors' subsets
   at each fraction (lowest common seed), so two selectors that pick the same
-  rows under different names are flagged.
+  rows under different names are flagged;
+* with a target, how far each subset moved toward it: mean words beside the
+  target's, and a domain classifier's AUC between subset and target
+  embeddings (0.5 = indistinguishable).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -62,14 +66,71 @@ def removal_scores(n_pool: int, n_flipped_pool: int, n_kept: float, flipped_kept
             "removal_recall": caught / n_flipped_pool if n_flipped_pool > 0 else float("nan")}
 
 
+@dataclass(frozen=True)
+class TargetSpace:
+    """What a subset's distance to the target is measured in (``inputs/target/`` of a study)."""
+
+    pool_ids: np.ndarray
+    """(n,) pool row ids, the rows of ``pool_embedding``."""
+    pool_embedding: np.ndarray
+    target_embedding: np.ndarray
+    target_words: np.ndarray
+    """(m,) words per target row."""
+    eval_embedding: np.ndarray | None = None
+    """The eval set's embeddings: a second measure, against rows no selector saw
+    (unless the target is the eval split itself)."""
+
+    def auc(self, ids: np.ndarray, seed: int = 0) -> tuple[float, float]:
+        """:func:`domain_auc` of the pool rows ``ids`` against the target, and against the eval set."""
+        pos = pd.Index(self.pool_ids).get_indexer(np.asarray(ids, np.int64))
+        sub = self.pool_embedding[pos[pos >= 0]]
+        vs_eval = (float("nan") if self.eval_embedding is None
+                   else domain_auc(sub, self.eval_embedding, seed=seed))
+        return domain_auc(sub, self.target_embedding, seed=seed), vs_eval
+
+
+def domain_auc(subset: np.ndarray, target: np.ndarray, *, seed: int = 0, folds: int = 3) -> float:
+    """Cross-validated ROC AUC of a classifier telling ``subset`` rows from ``target`` rows.
+
+    A logistic regression on the standardised embeddings, each row scored by
+    the fold model that did not see it (``StratifiedKFold``, seeded). 0.5:
+    the two are indistinguishable in this space; 1.0: fully apart. Rows in
+    both sets are told apart by nothing, so a subset that copies the target
+    scores 0.5.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate([np.asarray(subset, np.float64), np.asarray(target, np.float64)])
+    y = np.concatenate([np.zeros(len(subset), np.int64), np.ones(len(target), np.int64)])
+    k = min(folds, len(subset), len(target))
+    if k < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=300))
+    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    p = cross_val_predict(model, x, y, cv=cv, method="predict_proba")[:, 1]
+    return float(roc_auc_score(y, p))
+
+
 def composition_table(results: pd.DataFrame, kept: Mapping[str, pd.DataFrame], label_names: list[str],
-                      *, n_pool: int | None = None, n_flipped_pool: int | None = None) -> pd.DataFrame:
-    """One row per selector × fraction: :func:`composition` averaged over the seeds that finished."""
+                      *, n_pool: int | None = None, n_flipped_pool: int | None = None,
+                      target: TargetSpace | None = None) -> pd.DataFrame:
+    """One row per selector × fraction: :func:`composition` averaged over the seeds that finished.
+
+    With ``target``, also ``target_auc`` and ``eval_auc``: :meth:`TargetSpace.auc`
+    of each seed's subset, averaged (0.5 = as close as it can get).
+    """
     rows = []
     for (sel, frac), g in results.groupby(["selector", "fraction"], sort=True):
         parts = [composition(kept[t], label_names) for t in g["trial"] if t in kept]
         if not parts:
             continue
+        if target is not None:
+            for part, t in zip(parts, [t for t in g["trial"] if t in kept], strict=True):
+                part["target_auc"], part["eval_auc"] = target.auc(kept[t]["id"].to_numpy())
         mean = pd.DataFrame(parts).mean(numeric_only=True).to_dict()
         row = {"selector": sel, "fraction": frac, "n_seeds": len(parts), **mean}
         if n_pool is not None and n_flipped_pool is not None and "flipped_kept" in mean:

@@ -125,7 +125,8 @@ def run_trial(
 
     inputs = study / "inputs"
     pool = pd.read_parquet(inputs / "pool.parquet")
-    picked = read_manifest(Path(sel["path"])).ids
+    manifest = read_manifest(Path(sel["path"]))
+    picked = manifest.ids
     pos = pd.Index(pool["id"]).get_indexer(picked)
     if (pos < 0).any():
         raise RuntimeError(f"manifest {sel['path']} names ids that are not in the pool")
@@ -148,6 +149,10 @@ def run_trial(
     out = {"selector": cell["selector"], "selector_name": cell["name"],
            "params": json.dumps(cell["params"], sort_keys=True), "fraction": cell["fraction"],
            "budget": sel["budget"], "selection_seconds": sel["seconds"],
+           # What the selection said about itself (warm-up cost, target labels...), and
+           # whether it read the target (its features key joins the target's).
+           "selection_info": json.dumps(manifest.meta.get("info") or {}, sort_keys=True),
+           "reads_target": "+target:" in str(manifest.meta.get("features", "")),
            # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
            "node_id": ray.get_runtime_context().get_node_id(), **res}
     _atomic_write_text(cached, json.dumps({"config_hash": chash, "result": out}, default=float))
@@ -250,7 +255,7 @@ def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np
     from dataselect.selectors import get_selector
 
     needs = {c for s in cfg.selectors for c in get_selector(s.name, **dict(s.params)).required()}
-    if cfg.trainer.mode == "finetune" and not needs - {"id", "label"}:
+    if cfg.trainer.mode == "finetune" and not needs - {"id", "label"} and cfg.target is None:
         log.info("no selector reads features: skipping the feature stage")
         table = {"id": ds.train["id"].to_numpy(np.int64), "label": ds.train["label"].to_numpy(np.int64)}
         return table, _config_hash({"rows": ds.fingerprint, "columns": ["id", "label"]}), None
@@ -260,7 +265,9 @@ def _features(cfg: StudyConfig, ds: Any) -> tuple[dict[str, np.ndarray], str, np
     store = cfg.cache_root / "features"
     # The driver holds what it writes next to the rows (and a probe's inputs);
     # select tasks read every other column from the store's shards themselves.
-    keep = [*_KEPT_FEATURES, *(("embedding", "embedding_norm") if cfg.trainer.mode == "probe" else ())]
+    # (and, with a target, the embeddings the report measures the distance to it by).
+    keep = [*_KEPT_FEATURES, *(("embedding", "embedding_norm")
+                               if cfg.trainer.mode == "probe" or cfg.target is not None else ())]
     pool = compute_features(ds.train, cfg.features, store, columns=keep)
     table = {k: np.asarray(pool[k]) for k in pool}
     eval_emb = None
@@ -282,6 +289,37 @@ def probe_column(cfg: StudyConfig, table: Any) -> str:
 
 _KEPT_FEATURES = ("perplexity", "pseudo_perplexity")
 """Pool feature columns copied next to the rows, so each trial's ``kept.parquet`` holds them."""
+
+TARGET_INPUTS = "target"
+"""``inputs/target/``: what the report measures a subset's distance to the target by:
+``target.parquet`` (``id``, ``n_words``), ``target_embedding.npy``, ``eval_embedding.npy``
+and ``pool_embedding.npy`` (one embedding column; pool rows in ``pool.parquet`` order)."""
+
+
+def _target_table(cfg: StudyConfig, ds: Any) -> Any:
+    """The target's feature table (cached like the pool's), or None."""
+    from dataselect.pipeline import target_features
+
+    return target_features(cfg, ds, columns=("embedding", "embedding_norm"))
+
+
+def _write_target_inputs(study: Path, cfg: StudyConfig, ds: Any, pool: dict[str, np.ndarray],
+                         target: Any) -> None:
+    """``inputs/target/``: target rows' lengths and embeddings beside the pool's and the eval set's."""
+    from dataselect.features import compute_features
+
+    out = study / "inputs" / TARGET_INPUTS
+    out.mkdir(parents=True, exist_ok=True)
+    col = "embedding_norm" if "embedding_norm" in target and "embedding_norm" in pool else "embedding"
+    ev = compute_features(ds.eval, cfg.features, cfg.cache_root / "features", which={"embedding"})
+    np.save(out / "eval_embedding.npy", np.asarray(ev[col], np.float32))
+    frame = ds.target.frame
+    rows = pd.DataFrame({"id": frame["id"].to_numpy(np.int64),
+                         "n_words": frame["text"].str.split().str.len().astype(np.int32)})
+    rows.to_parquet(out / "target.parquet", index=False)
+    pos = pd.Index(np.asarray(target["id"])).get_indexer(frame["id"])
+    np.save(out / "target_embedding.npy", np.asarray(target[col], np.float32)[pos])
+    np.save(out / "pool_embedding.npy", np.asarray(pool[col], np.float32))
 
 
 def _write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: np.ndarray | None,
@@ -367,6 +405,8 @@ def _write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
         "probe_features": probe_col,
         "label_noise": None if ds.noise is None else {
             **cfg.dataset.label_noise.model_dump(mode="json"), "n_flipped": len(ds.noise)},
+        "holdout": ds.holdout,
+        "target": None if ds.target is None else ds.target.describe(),
         "n_trials": n_trials,
         "selections": [r.to_dict() for r in selections.values()],
     }
@@ -403,6 +443,10 @@ def _tune_env() -> None:
     # Save Tune's experiment state at most every second instead of Tune's
     # adaptive >= 10 s, so a crash loses little; the trial-side cache covers the rest.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # Tune's console reporter: the classic one, which verbose=0 silences whole (the
+    # newer one prints its start box and a TensorBoard hint into Ray's session
+    # folder at any verbosity). The trial lines and status table are ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = None) -> Path:
@@ -474,8 +518,11 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
         cfg = resolve_standins(cfg, ds)
     with stage("features", study, logfile), timeline.stage("features"):
         table, features_fp, eval_emb = _features(cfg, ds)
+        target = _target_table(cfg, ds)
     probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
     inputs_key = _write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
+    if target is not None:
+        _write_target_inputs(study, cfg, ds, table, target)
     _write_label_noise(study, ds)
     # Select tasks read the saved table's shards themselves (no driver copy);
     # only a pool without stored features (no selector reads any) goes in memory.
@@ -483,8 +530,9 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     source = ref if ref.exists() else {k: table[k] for k in ("id", "label") if k in table}
     del table
     with stage("select", study, logfile), timeline.stage("select"):
-        selections = run_select_stage(cfg, source, features_fingerprint=features_fp,
-                                      manifest_dir=study / "manifests")
+        selections = run_select_stage(
+            cfg, source, features_fingerprint=features_fp, manifest_dir=study / "manifests",
+            target=None if target is None else TableRef(cfg.cache_root / "features", target.fingerprint))
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]
     runs = trial_runs(cfg, cells)

@@ -28,6 +28,7 @@ from dataselect.features import (
     eda,
     embeddings,
     judge,
+    ngrams,
     perplexity,
     pseudo_perplexity,
     text_metrics,
@@ -53,6 +54,7 @@ FAMILIES: dict[str, Callable[..., FamilySpec]] = {
     "subword_ratio": tokenizer_stats.family_spec,
     "llm_judge": judge.family_spec,
     "consistency": eda.family_spec,
+    "ngrams": ngrams.family_spec,
 }
 """Family name -> spec builder, in computation order."""
 
@@ -64,6 +66,7 @@ FAMILY_CHECKS: dict[str, Callable[[dict[str, np.ndarray]], str | None]] = {
     "subword_ratio": tokenizer_stats.no_nan(tokenizer_stats.COLUMNS),
     "llm_judge": judge.no_nan(judge.COLUMNS),
     "consistency": eda.no_nan(eda.COLUMNS),
+    "ngrams": ngrams.check,
 }
 
 Engine = Literal["auto", "ray", "local"]
@@ -82,6 +85,8 @@ def default_families(cfg: FeaturesConfig) -> set[str]:
         out.add("llm_judge")
     if cfg.consistency_variants > 0:
         out.add("consistency")
+    if cfg.ngrams:
+        out.add("ngrams")
     return out
 
 
@@ -436,7 +441,7 @@ def _ray_batches(
         # results stream back (and shards be written) while later blocks run.
         blocks = [rows.iloc[lo:lo + spec.batch_rows] for lo in range(0, len(rows), spec.batch_rows)]
         ds = ray.data.from_pandas(blocks)
-        if spec.name == "text_metrics":
+        if not spec.uses_model:  # text metrics, n-grams: plain tasks, no actor to keep warm
             ds = ds.map_batches(_apply_udf, fn_kwargs={"udf_cls": spec.udf, "udf_kwargs": spec.udf_kwargs},
                                 batch_size=spec.batch_rows, batch_format="numpy", num_cpus=1)
         else:

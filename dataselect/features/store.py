@@ -177,6 +177,11 @@ def _to_arrow(values: Mapping[str, np.ndarray]) -> Any:
         v = np.asarray(v)
         if v.ndim == 2:
             cols[k] = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(v).reshape(-1)), v.shape[1])
+        elif v.dtype == object:  # a ragged column: one int vector per row
+            lengths = np.fromiter((len(r) for r in v), dtype=np.int64, count=len(v))
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            flat = np.concatenate([np.asarray(r, np.int32) for r in v]) if len(v) else np.zeros(0, np.int32)
+            cols[k] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int32()))
         else:
             cols[k] = pa.array(v)
     return pa.table(cols)
@@ -191,6 +196,12 @@ def _from_arrow(table: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
         if pa.types.is_fixed_size_list(col.type):
             width = col.type.list_size
             out[c] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        elif pa.types.is_list(col.type):  # ragged: an object array of int vectors
+            offsets = col.offsets.to_numpy()
+            flat = col.flatten().to_numpy(zero_copy_only=False)
+            rows = np.empty(len(col), dtype=object)
+            rows[:] = np.split(flat, offsets[1:-1] - offsets[0])
+            out[c] = rows
         else:
             out[c] = col.to_numpy(zero_copy_only=False)
     return out

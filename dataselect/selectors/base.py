@@ -21,6 +21,8 @@ import numpy as np
 from dataselect.errors import DataError, UserError
 
 __all__ = [
+    "RAGGED_COLUMNS",
+    "TARGET_PREFIX",
     "FeatureError",
     "InvalidParameterError",
     "Selection",
@@ -28,9 +30,25 @@ __all__ = [
     "Wrapping",
     "check",
     "largest_remainder",
+    "take_rows",
 ]
 
 Features = Mapping[str, Any]
+
+TARGET_PREFIX = "target:"
+"""A column named ``target:<column>`` holds ``<column>`` of the *target* rows (m of
+them, the texts the classifier will be judged on), not the pool's n: a selector
+that reads one selects toward the target. Row-slicing wrappers (per class,
+pipeline stages, partitions) pass these columns through whole (:func:`take_rows`)."""
+
+RAGGED_COLUMNS = frozenset({"ngram_buckets"})
+"""Columns whose rows are integer vectors of different lengths (one object array of
+int arrays), e.g. each row's hashed n-gram buckets."""
+
+
+def take_rows(features: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The pool rows ``rows`` of every pool column; target columns whole."""
+    return {k: v if k.startswith(TARGET_PREFIX) else v[rows] for k, v in features.items()}
 
 
 class InvalidParameterError(UserError, ValueError):
@@ -213,19 +231,22 @@ def load_features(
             f"{owner} needs features {missing}; the table has {sorted(map(str, _keys(features)))}"
         )
     out: dict[str, np.ndarray] = {}
-    n: int | None = None
-    first = ""
+    sizes: dict[bool, tuple[int, str]] = {}  # is-target -> (rows, first column)
     for name in names:
         arr = _column(owner, name, features[name])
-        if n is None:
-            n, first = len(arr), name
-        elif len(arr) != n:
+        side = name.startswith(TARGET_PREFIX)
+        rows, first = sizes.setdefault(side, (len(arr), name))
+        if len(arr) != rows:
             raise DataError(
-                f"{owner}: features[{name!r}] has {len(arr)} rows but features[{first!r}] has {n}"
+                f"{owner}: features[{name!r}] has {len(arr)} rows but features[{first!r}] has {rows}"
             )
         out[name] = arr
-    if n is None:  # no required features: size the table from any column
-        keys = list(_keys(features))
+    if True in sizes and sizes[True][0] == 0:
+        raise DataError(f"{owner}: the target has no rows")
+    if False in sizes:
+        n = sizes[False][0]
+    else:  # no pool column required: size the table from any pool column
+        keys = [k for k in _keys(features) if not str(k).startswith(TARGET_PREFIX)]
         if not keys:
             raise FeatureError(f"{owner} got an empty feature table")
         key = "label" if "label" in keys else keys[0]
@@ -250,6 +271,8 @@ def _keys(features: Features) -> list[Any]:
 
 
 def _column(owner: str, name: str, col: Any) -> np.ndarray:
+    if name.removeprefix(TARGET_PREFIX) in RAGGED_COLUMNS:
+        return _ragged(owner, name, col)
     arr = np.asarray(col)
     if arr.dtype == object and arr.ndim == 1 and len(arr) and isinstance(arr[0], np.ndarray | list):
         # DataFrame / Arrow list column: one vector per row.
@@ -257,9 +280,9 @@ def _column(owner: str, name: str, col: Any) -> np.ndarray:
             arr = np.stack([np.asarray(v) for v in arr])
         except ValueError as exc:
             raise DataError(f"{owner}: features[{name!r}] rows have different lengths") from exc
-    if name == "label":
+    if name.removeprefix(TARGET_PREFIX) == "label":
         if arr.ndim != 1:
-            raise DataError(f"{owner}: features['label'] must be 1-D; got shape {arr.shape}")
+            raise DataError(f"{owner}: features[{name!r}] must be 1-D; got shape {arr.shape}")
         if arr.dtype.kind == "f":
             _check_finite(owner, name, arr)
         return arr
@@ -272,12 +295,25 @@ def _column(owner: str, name: str, col: Any) -> np.ndarray:
             )
     elif arr.ndim != 1:
         raise DataError(f"{owner}: features[{name!r}] must be 1-D or (n, d); got shape {arr.shape}")
-    if name == "embedding" and arr.ndim != 2:
-        raise DataError(f"{owner}: features['embedding'] must be (n, d); got shape {arr.shape}")
+    if name.removeprefix(TARGET_PREFIX) == "embedding" and arr.ndim != 2:
+        raise DataError(f"{owner}: features[{name!r}] must be (n, d); got shape {arr.shape}")
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     _check_finite(owner, name, arr)
     return arr
+
+
+def _ragged(owner: str, name: str, col: Any) -> np.ndarray:
+    """An object array (n,) of int64 vectors, one per row, lengths free."""
+    rows = list(col)
+    out = np.empty(len(rows), dtype=object)
+    for i, v in enumerate(rows):
+        a = np.asarray(v)
+        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+            raise DataError(f"{owner}: features[{name!r}] row {i} must be a 1-D integer vector; "
+                            f"got shape {a.shape}, dtype {a.dtype}")
+        out[i] = a.astype(np.int64, copy=False)
+    return out
 
 
 def _check_finite(owner: str, name: str, arr: np.ndarray) -> None:

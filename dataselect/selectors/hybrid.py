@@ -27,6 +27,7 @@ from dataselect.selectors.base import (
     check,
     is_int,
     is_real,
+    take_rows,
 )
 from dataselect.selectors.registry import get_selector, register
 
@@ -162,7 +163,7 @@ class Pipeline(_Composite):
         kept = np.arange(n, dtype=np.int64)
         stages = []
         for spec, member, k, seed in zip(self.stages, self._members, counts, seeds, strict=True):
-            sub = features if len(kept) == n else {c: v[kept] for c, v in features.items()}
+            sub = features if len(kept) == n else take_rows(features, kept)
             sel = member._select(sub, len(kept), k, np.random.default_rng(seed))
             stages.append({"name": spec["name"], "rows_in": int(len(kept)), "kept": k,
                            "info": sel.info})

@@ -20,6 +20,7 @@ from dataselect.selectors.base import (
     Wrapping,
     check,
     largest_remainder,
+    take_rows,
 )
 
 __all__ = ["PER_CLASS_MODES", "PerClass", "balanced_shares", "class_shares"]
@@ -80,7 +81,7 @@ class PerClass(Wrapping, Selector):
             if share == 0:
                 continue
             rows = np.flatnonzero(label_idx == c)
-            sub = {k: v[rows] for k, v in features.items()}
+            sub = take_rows(features, rows)
             sel = self.inner._select(sub, len(rows), int(share), np.random.default_rng(sub_seed))
             picks.append(rows[sel.indices])
             scores.append(sel.scores)

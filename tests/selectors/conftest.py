@@ -66,13 +66,30 @@ def toy_features(n: int = 50, d: int = 4, seed: int = 0, max_tokens: int = 30) -
     ``max_tokens`` gives many token-count ties, exercising the tie-breaks."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
+    # The target (m rows): shifted embeddings, longer texts, n-grams from a smaller vocabulary.
+    m = max(n // 2, 10)
+    xt = (rng.normal(size=(m, d)) + 0.8).astype(np.float32)
+    grams = [rng.integers(0, 40, rng.integers(0, max_tokens)) for _ in range(n)]
+    tgrams = [rng.integers(0, 20, rng.integers(1, max_tokens)) for _ in range(m)]
+    target = {"embedding": xt, "embedding_norm": xt / np.linalg.norm(xt, axis=1, keepdims=True),
+              "label": np.where(np.arange(m) < m // 4, (xt[:, 0] > 0.8).astype(np.int64), -1),
+              "ngram_buckets": _ragged(tgrams), "token_count": rng.integers(max_tokens // 2, max_tokens + 1, m),
+              "flesch_reading_ease": rng.normal(50, 10, m)}
     return {"embedding": x, "label": (x[:, 0] > 0).astype(np.int64),
+            "embedding_norm": x / np.linalg.norm(x, axis=1, keepdims=True), "ngram_buckets": _ragged(grams),
+            **{f"target:{k}": v for k, v in target.items()},
             "perplexity": rng.lognormal(size=n), "pseudo_perplexity": rng.lognormal(size=n),
             "subword_ratio": 1 + rng.random(n),
             "judge_ambiguous": rng.normal(-3, 1, n), "judge_sarcastic": rng.normal(-3, 1, n),
             "eda_embedding": np.tile(x, 4) + rng.normal(scale=0.01, size=(n, 4 * d)).astype(np.float32),
             "mattr": rng.uniform(size=n), "mtld": rng.lognormal(size=n),
             "token_count": rng.integers(1, max_tokens, n), "flesch_reading_ease": rng.normal(60, 20, n)}
+
+
+def _ragged(rows: list[np.ndarray]) -> np.ndarray:
+    out = np.empty(len(rows), dtype=object)
+    out[:] = [np.asarray(r, np.int64) for r in rows]
+    return out
 
 
 @pytest.fixture

@@ -46,6 +46,12 @@ PREFIX = [
     ("d2", {"score_params": {**_HEAD, "n_runs": 1}}),
     ("d2", {"score": "column:perplexity"}),
     ("fusion", {"members": [_EL2N, {"name": "herding", "weight": 0.5}]}),
+    ("dsir", {}),
+    ("dsir", {"top_k": True}),
+    ("density_ratio", {"n_folds": 3}),
+    ("density_ratio", {"n_folds": 3, "mode": "sample", "temperature": 2.0}),
+    ("density_ratio", {"method": "moore_lewis"}),
+    ("gradient_match", {"steps": 20, "checkpoints": 2, "dim": 16}),
 ]
 
 NOT_PREFIX = [
@@ -68,6 +74,7 @@ NOT_PREFIX = [
     ("fusion", {"members": [_EL2N, {"name": "kcenter", "rows": "budget"}]}),
     ("herding", {"per_class": "proportional"}),
     ("kcenter", {"per_class": "balanced"}),
+    ("metric_match", {}),
 ]
 
 N = 60

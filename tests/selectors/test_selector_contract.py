@@ -21,10 +21,10 @@ from dataselect.selectors import (
     get_selector,
 )
 
-ALL = ["ccs", "cleanlab", "consistency", "d2", "el2n", "entropy", "forgetting", "full", "fusion",
-       "grand", "herding", "kcenter", "kmeans", "llm_judge", "perplexity", "pipeline", "probcover",
-       "pseudo_perplexity", "random", "self_filter", "semantic_lexical", "stratified_coreset",
-       "typiclust", "wordpiece_ratio"]
+ALL = ["ccs", "cleanlab", "consistency", "d2", "density_ratio", "dsir", "el2n", "entropy", "forgetting",
+       "full", "fusion", "gradient_match", "grand", "herding", "kcenter", "kmeans", "llm_judge",
+       "metric_match", "perplexity", "pipeline", "probcover", "pseudo_perplexity", "random",
+       "self_filter", "semantic_lexical", "stratified_coreset", "typiclust", "wordpiece_ratio"]
 
 
 # Small heads keep the importance selectors fast on the toy tables.
@@ -40,6 +40,8 @@ _PARAMS = {
     "pipeline": {"stages": [{"name": "kcenter", "keep": 0.8}, {"name": "herding"}]},
     "fusion": {"members": [{"name": "el2n", "params": {**_HEAD, "n_runs": 1}},
                            {"name": "kcenter", "rows": "budget", "weight": 0.5}]},
+    "density_ratio": {"n_folds": 3},
+    "gradient_match": {"steps": 20, "checkpoints": 2, "dim": 16},
 }
 
 
