@@ -1,15 +1,17 @@
-"""Command line: one command per stage, each usable alone with the same config.
+"""The command line: one app, one command per stage, each usable alone with the same config.
 
-``prepare → features → select → train/eval → report``, and ``sweep``
-running all of them through Ray Tune. Errors a user can fix print one
-line (``error: field: problem``) and exit with code 2.
+``prepare → standin → features → select → train/eval → report``, and
+``sweep`` running all of them through Ray Tune. ``python -m dataselect
+COMMAND ...`` and ``python -m dataselect.sweep ...`` are the same app;
+the latter runs ``sweep`` when its first word is not a command, so
+``python -m dataselect.sweep CONFIG`` is the main job. Errors a user can fix
+print one line each (``error: field: problem``) and exit with code 2.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,8 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from dataselect.errors import UserError, error_lines
+from dataselect.core.errors import UserError, error_lines
+from dataselect.sweep.console import setup_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,19 +35,8 @@ app = typer.Typer(
 ConfigArg = Annotated[Path, typer.Argument(help="Study config YAML (see experiments/).")]
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    # faiss's loader logs each SIMD build it tries at INFO, with a ModuleNotFoundError in it.
-    for noisy in ("httpx", "urllib3", "filelock", "fsspec", "faiss", "faiss.loader"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def user_errors(fn: F) -> F:
-    """Turn :class:`UserError` into ``error: …`` on stderr and exit code 2."""
+    """Turn :class:`UserError` into ``error: …`` on stderr and its exit code (2 for bad input)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -60,11 +52,11 @@ def user_errors(fn: F) -> F:
 
 def _load(config: Path, preflight: str | None = None):  # -> StudyConfig, lazily imported
     """Validate the config; with ``preflight`` also data, models and output_dir (no Ray yet)."""
-    from dataselect.config import load_config
+    from dataselect.sweep.study import load_study
 
-    cfg = load_config(config)
+    cfg = load_study(config)
     if preflight is not None:
-        from dataselect.preflight import preflight as check
+        from dataselect.sweep.preflight import preflight as check
 
         check(cfg, stage=preflight)
     return cfg
@@ -74,7 +66,7 @@ def _load(config: Path, preflight: str | None = None):  # -> StudyConfig, lazily
 @user_errors
 def prepare(config: ConfigArg) -> None:
     """Load and validate the dataset; print sizes, label counts and duplicates."""
-    from dataselect.data import load_dataset
+    from dataselect.core.data import load_dataset
 
     setup_logging()
     cfg = _load(config)
@@ -103,8 +95,8 @@ def prepare(config: ConfigArg) -> None:
 @user_errors
 def features(config: ConfigArg) -> None:
     """Compute (or reuse) the cached feature shards of the train pool and eval split."""
-    from dataselect.features.store import TableRef
-    from dataselect.pipeline import study_features
+    from dataselect.features.table_ref import TableRef
+    from dataselect.sweep.stages import study_features
 
     setup_logging()
     cfg = _load(config, preflight="features")
@@ -118,7 +110,7 @@ def features(config: ConfigArg) -> None:
 @user_errors
 def select(config: ConfigArg) -> None:
     """Run every selector × fraction × seed once (Ray tasks) and write manifests."""
-    from dataselect.pipeline import study_selections
+    from dataselect.sweep.stages import study_selections
 
     setup_logging()
     cfg = _load(config, preflight="features")
@@ -136,7 +128,7 @@ def train(
     save: Annotated[Path | None, typer.Option(help="Folder to save the trained classifier.")] = None,
 ) -> None:
     """Train one classifier on one selection and print its eval metrics."""
-    from dataselect.pipeline import train_one
+    from dataselect.sweep.stages import train_one
 
     setup_logging()
     cfg = _load(config, preflight="sweep")
@@ -154,7 +146,7 @@ def eval_(
     model: Annotated[Path, typer.Option(help="Classifier folder saved by `train --save`.")],
 ) -> None:
     """Evaluate a saved classifier on the config's eval split."""
-    from dataselect.pipeline import evaluate_saved
+    from dataselect.sweep.stages import evaluate_saved
 
     setup_logging()
     cfg = _load(config)
@@ -165,16 +157,33 @@ def eval_(
 @user_errors
 def sweep(
     config: ConfigArg,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep.")] = False,
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (else RAY_ADDRESS, else local).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted sweep; finished trials are kept.")] = False,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (else config ray.address, "
+                                                     "else RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
-    """Run the whole grid through Ray Tune and write the report."""
-    from dataselect.sweep import run_sweep
+    """Features → selections → Tune trials → report, the whole grid; ends with the conclusion."""
+    from dataselect.sweep.console import closing_lines
+    from dataselect.sweep.run import run_sweep
 
     setup_logging()
     cfg = _load(config)
     out = run_sweep(cfg, resume=resume, address=address)
-    typer.echo(f"report: {out}")
+    for line in closing_lines(out):
+        typer.echo(line)
+
+
+@app.command()
+@user_errors
+def plan(config: ConfigArg) -> None:
+    """Trials, cached and missing features, predicted time, detectable effect: before anything runs."""
+    from dataselect.sweep.plan import make_plan
+    from dataselect.sweep.preflight import preflight
+
+    setup_logging()
+    cfg = _load(config)
+    ds = preflight(cfg)
+    for line in make_plan(cfg, ds).lines():
+        typer.echo(line)
 
 
 @app.command()
@@ -183,9 +192,9 @@ def report(
     study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>).")],
 ) -> None:
     """(Re)write results.csv/parquet, report.md and figures from the Tune results."""
-    from dataselect.console import log_file
-    from dataselect.errors import StageError, first_line, log_traceback
+    from dataselect.core.errors import StageError, first_line, log_traceback
     from dataselect.report import write_report
+    from dataselect.sweep.console import closing_lines, log_file
 
     setup_logging()
     if not study_dir.is_dir():
@@ -199,14 +208,15 @@ def report(
             log_traceback("report failed")
             raise StageError(f"report: {first_line(err)[:300]}; traceback in {logfile}; the study's "
                              "results are untouched") from err
-    typer.echo(f"report: {path}")
+    for line in closing_lines(path):
+        typer.echo(line)
 
 
 @app.command()
 @user_errors
 def standin(config: ConfigArg) -> None:
     """Train the offline stand-in LMs the config names (``standin:qwen3`` / ``standin:modernbert``)."""
-    from dataselect.pipeline import build_standins
+    from dataselect.sweep.stages import build_standins
 
     setup_logging()
     cfg = _load(config)
@@ -214,6 +224,14 @@ def standin(config: ConfigArg) -> None:
         typer.echo(f"{ref}: {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point (``dataselect`` / ``python -m dataselect``)."""
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="dataselect")
+def main(argv: list[str] | None = None, *, default: str | None = None) -> None:
+    """Console entry point (``dataselect`` / ``python -m dataselect``).
+
+    ``default`` names the command that runs when the first word is not one
+    (``python -m dataselect.sweep CONFIG`` and ``... --help`` are ``sweep``'s).
+    """
+    args = list(argv if argv is not None else sys.argv[1:])
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
+    if default is not None and (not args or args[0] not in commands):
+        args = [default, *args]
+    app(args=args, prog_name="dataselect")

@@ -97,10 +97,10 @@ def build_lm(kind: str, size: str, texts: list[str], out: Path, device: str, hid
     """A random LM (``kind`` qwen3 or modernbert) with a BPE tokenizer trained on ``texts``."""
     import torch
 
-    from dataselect.standin import build_tiny_lm, train_tokenizer
+    from dataselect.core.standin import build_tiny_lm, train_tokenizer
 
     if size == "tiny":
-        # The shape of the study's stand-ins (dataselect.standin.train_standin_lm defaults).
+        # The shape of the study's stand-ins (dataselect.core.standin.train_standin_lm defaults).
         tok = train_tokenizer(texts, vocab_size=4096, kind=kind)
         build_tiny_lm(tok, out, kind=kind, hidden_size=hidden, num_layers=2, num_heads=4, seed=0)
         return str(out)
@@ -135,7 +135,7 @@ def _timed_load(a: argparse.Namespace, kind: str) -> tuple[Any, Any, float]:
     the seconds they took: the peer's "load". Causal LMs run bf16 on CUDA."""
     import torch
 
-    from dataselect import models
+    from dataselect.core import models
 
     t0 = time.perf_counter()
     tok = models.load_tokenizer(a.model)
@@ -282,7 +282,7 @@ def unsorted_embed(texts: list[str], ref: str, device: str, batch_size: int, max
     """The loop the old benchmark compared with: arrival order, pad each batch to its longest."""
     import torch
 
-    from dataselect.models import load_encoder, load_tokenizer
+    from dataselect.core.models import load_encoder, load_tokenizer
 
     tok, model = load_tokenizer(ref), load_encoder(ref, device)
     t0 = time.perf_counter()
@@ -327,7 +327,7 @@ def timed_compute(frame: pd.DataFrame, cfg: Any, store: Path, which: set[str], p
 _RERUN = """
 import sys, time, pickle, logging
 t0 = time.perf_counter()
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features import compute_features
 frame, cfg, store, which = pickle.load(open(sys.argv[1], "rb"))
 t1 = time.perf_counter()
@@ -404,8 +404,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.ray_stats:
         logging.getLogger("dataselect.features.runner").setLevel(logging.DEBUG)
 
-    from dataselect.config import FeaturesConfig, RayConfig
-    from dataselect.ray_runtime import init_ray
+    from dataselect.core.config import FeaturesConfig, RayConfig
+    from dataselect.sweep.ray_runtime import init_ray
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-features-"))
     work.mkdir(parents=True, exist_ok=True)

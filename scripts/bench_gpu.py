@@ -44,7 +44,7 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # PYTHONPATH may point at another copy
 
-from dataselect.config import TrainerConfig  # noqa: E402
+from dataselect.core.config import TrainerConfig  # noqa: E402
 from dataselect.features.perplexity import lm_scores  # noqa: E402
 from dataselect.train import finetune  # noqa: E402
 

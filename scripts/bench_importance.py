@@ -43,7 +43,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "forgetting": ("forgetting", {}),
     "forgetting-streaming": ("forgetting", {"mode": "streaming"}),
     "pipeline": ("pipeline", {"stages": [
-        {"name": "perplexity", "params": {"p_low": 0.05, "p_high": 0.95}, "keep": 0.6},
+        {"name": "perplexity", "params": {"q_low": 0.05, "q_high": 0.95}, "keep": 0.6},
         {"name": "semantic_lexical", "params": {"lexical_weight": 0.3}, "keep": 0.5},
         {"name": "el2n", "params": {"keep": "lowest"}}]}),
     "fusion": ("fusion", {"members": [
@@ -74,7 +74,7 @@ def worker(args: argparse.Namespace) -> None:
 
     from dataselect.selectors import get_selector
     from dataselect.selectors.dynamics import head_logits, init_head, standardize
-    from dataselect.selectors.importance import grand_scores
+    from dataselect.selectors.grand import grand_scores
 
     torch.set_num_threads(1)  # as in a select-stage Ray task (num_cpus=1)
     feats = load(args.embeddings, args.labels, args.n)

@@ -60,14 +60,14 @@ def worker_alone(args: argparse.Namespace) -> dict:
 def worker_stage(args: argparse.Namespace) -> dict:
     import ray
 
-    from dataselect.config import parse_config
-    from dataselect.manifest import read_manifest
-    from dataselect.ray_runtime import init_ray
-    from dataselect.select_stage import SECONDS_KEY, run_select_stage
+    from dataselect.core.manifest import read_manifest
+    from dataselect.sweep.ray_runtime import init_ray
+    from dataselect.sweep.select_stage import SECONDS_KEY, run_select_stage
+    from dataselect.sweep.study import parse_study
 
     x = load(args.embeddings, args.n)
     out = Path(args.out)
-    cfg = parse_config({
+    cfg = parse_study({
         "name": "bench-prefix", "output_dir": str(out),
         "selectors": [{"name": args.selector, "params": json.loads(args.params)}],
         "grid": {"fractions": args.fracs, "seeds": [args.seed], "full_reference": False},

@@ -45,7 +45,7 @@ SEED = 0
 # --------------------------------------------------------------------------- data
 def write_pool(root: Path, rows: int, dim: int, shard_size: int):
     """Synthetic pool as a one-family feature-store table, written shard by shard."""
-    from dataselect.features.store import save_embedding_table
+    from dataselect.features.table_ref import save_embedding_table
 
     rng = np.random.default_rng(SEED)
     centres = (3 * rng.normal(size=(256, dim))).astype(np.float32)
@@ -64,9 +64,9 @@ def one_task(ref, method: str, budget: int, seed: int) -> dict:
     """The exact selector on the whole pool in one (fresh) worker."""
     import ray
 
-    from dataselect.features.store import read_columns
-    from dataselect.partition_stage import _peak_rss_mib, _rss_mib
+    from dataselect.features.table_ref import read_columns
     from dataselect.selectors import get_selector
+    from dataselect.sweep.partition_stage import _peak_rss_mib, _rss_mib
 
     rss0 = _rss_mib()
     t0 = time.perf_counter()
@@ -83,14 +83,15 @@ def quality(ref, picks: np.ndarray) -> dict:
     import faiss
     import pyarrow.parquet as pq
 
-    from dataselect.features.store import _from_arrow, column_shards, read_columns
+    from dataselect.features.store import from_arrow
+    from dataselect.features.table_ref import column_shards, read_columns
 
     centres = np.ascontiguousarray(read_columns(ref, ["embedding"], rows=np.sort(picks))["embedding"])
     index = faiss.IndexFlatL2(centres.shape[1])
     index.add(centres)
     worst, total, n = 0.0, np.zeros(centres.shape[1]), 0
     for path in column_shards(ref, "embedding").paths:
-        x = np.ascontiguousarray(_from_arrow(pq.read_table(path, columns=["embedding"]), ["embedding"])["embedding"])
+        x = np.ascontiguousarray(from_arrow(pq.read_table(path, columns=["embedding"]), ["embedding"])["embedding"])
         d2, _ = index.search(x, 1)
         worst = max(worst, float(d2.max()))
         total += x.sum(axis=0, dtype=np.float64)
@@ -103,8 +104,8 @@ def quality(ref, picks: np.ndarray) -> dict:
 def measure(ref, method: str, budget: int, n_parts: int, work: Path) -> list[dict]:
     import ray
 
-    from dataselect.partition_stage import prepare_partitions, run_partitioned
     from dataselect.selectors import get_selector
+    from dataselect.sweep.partition_stage import prepare_partitions, run_partitioned
 
     fresh = {"num_cpus": 1, "max_calls": 1}
     qual = ray.remote(**fresh)(quality)
@@ -158,8 +159,8 @@ def run(args: argparse.Namespace) -> dict:
     """Everything after Ray is up (local, or the cluster at ``args.address``)."""
     import ray
 
-    from dataselect.features.store import TableRef
-    from dataselect.selectors.partitioned import auto_partitions
+    from dataselect.features.table_ref import TableRef
+    from dataselect.selectors.partitioning import auto_partitions
 
     if args.address:
         ray.init(address=args.address, log_to_driver=False)

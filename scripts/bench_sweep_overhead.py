@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from dataselect.timeline import TIMELINE_FILE, overhead
+from dataselect.sweep.timeline import TIMELINE_FILE, overhead
 
 ROWS = [
     ("stage_preflight", "preflight (data, models, output dir)"),

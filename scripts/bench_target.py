@@ -224,8 +224,8 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=["dsir", "metric_match", "density_ratio", "gradient_match"])
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from dataselect.config import DatasetConfig, FeaturesConfig
-    from dataselect.data import load_dataset
+    from dataselect.core.config import DatasetConfig, FeaturesConfig
+    from dataselect.core.data import load_dataset
     from dataselect.features import compute_features
 
     ds = load_dataset(DatasetConfig())

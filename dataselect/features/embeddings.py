@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
     length_batches,
@@ -53,7 +53,7 @@ def embed_texts(
         n texts.
     tokenizer, model
         A HF tokenizer and bare encoder (``AutoModel``), e.g. from
-        :func:`dataselect.models.load_encoder`.
+        :func:`dataselect.core.models.load_encoder`.
     pooling : {"mean", "cls"}, default="mean"
         ``mean``: average of the last hidden states over non-padding tokens
         (special tokens included, as sentence-transformers does); ``cls``:
@@ -108,7 +108,7 @@ class EmbedBatch:
         self, *, model: str, pooling: str = "mean", normalize: bool = True, max_length: int = 128,
         batch_size: int = 64, device: str = "cpu", dtype: str = "float32", n_threads: int | None = None,
     ) -> None:
-        from dataselect.models import load_encoder, load_tokenizer
+        from dataselect.core.models import load_encoder, load_tokenizer
 
         setup_torch(n_threads)
         self.tokenizer = load_tokenizer(model)

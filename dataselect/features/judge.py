@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
     ModelBatch,
@@ -58,7 +58,7 @@ def answer_ids(tokenizer: Any, answers: Sequence[str] = ANSWERS) -> tuple[list[i
     """Token ids of the two answers (no special tokens); they must differ."""
     yes, no = (list(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in answers)
     if not yes or not no or yes == no:
-        from dataselect.errors import ModelError
+        from dataselect.core.errors import ModelError
 
         raise ModelError(f"llm_judge: the tokenizer does not tell {answers[0]!r} from {answers[1]!r} "
                          f"({yes} vs {no})")

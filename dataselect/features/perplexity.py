@@ -4,7 +4,7 @@ Perplexity-based pruning keeps or drops examples by a reference LM's
 perplexity (Marion et al., "When Less is More: Investigating Data Pruning for
 Pretraining LLMs at Scale", 2023; Ankner et al., "Perplexed by Perplexity",
 2024). Default scorer: ``Qwen/Qwen3-1.7B-Base``; offline, a stand-in from
-:mod:`dataselect.standin`.
+:mod:`dataselect.core.standin`.
 
 Conventions
 -----------
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
     ModelBatch,
@@ -46,7 +46,7 @@ def context_token_id(tokenizer: Any) -> int:
     """The boundary token prepended to one-token texts: BOS, else EOS."""
     tid = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     if tid is None:
-        from dataselect.errors import ModelError
+        from dataselect.core.errors import ModelError
 
         raise ModelError("perplexity: tokenizer has neither a BOS nor an EOS token to score one-token texts")
     return int(tid)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import (
     FamilySpec,
     ModelBatch,
@@ -64,7 +64,7 @@ def pseudo_log_likelihoods(
     import torch
 
     if tokenizer.mask_token_id is None:
-        from dataselect.errors import ModelError
+        from dataselect.core.errors import ModelError
 
         raise ModelError("pseudo_perplexity: tokenizer has no mask token; use an encoder with an MLM head")
     enc = tokenizer(list(texts), add_special_tokens=True, truncation=True, max_length=max_length,

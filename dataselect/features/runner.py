@@ -15,26 +15,18 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from dataselect.config import FeaturesConfig
-from dataselect.errors import DataError, ModelError, UserError
-from dataselect.features import (
-    eda,
-    embeddings,
-    judge,
-    ngrams,
-    perplexity,
-    pseudo_perplexity,
-    text_metrics,
-    tokenizer_stats,
-)
+from dataselect.core.config import FeaturesConfig
+from dataselect.core.errors import DataError, ModelError, UserError
+from dataselect.features import judge
 from dataselect.features._common import FamilySpec, code_version, cuda_guess
+from dataselect.features.families import FAMILIES, default_families
 from dataselect.features.store import (
     FeatureStore,
     FeatureTable,
@@ -46,48 +38,7 @@ from dataselect.features.store import (
 
 log = logging.getLogger(__name__)
 
-FAMILIES: dict[str, Callable[..., FamilySpec]] = {
-    "embedding": embeddings.family_spec,
-    "perplexity": perplexity.family_spec,
-    "pseudo_perplexity": pseudo_perplexity.family_spec,
-    "text_metrics": text_metrics.family_spec,
-    "subword_ratio": tokenizer_stats.family_spec,
-    "llm_judge": judge.family_spec,
-    "consistency": eda.family_spec,
-    "ngrams": ngrams.family_spec,
-}
-"""Family name -> spec builder, in computation order."""
-
-FAMILY_CHECKS: dict[str, Callable[[dict[str, np.ndarray]], str | None]] = {
-    "embedding": embeddings.no_nan(embeddings.COLUMNS[:1]),
-    "perplexity": perplexity._check,
-    "pseudo_perplexity": pseudo_perplexity._check,
-    "text_metrics": text_metrics.no_nan(text_metrics.COLUMNS),
-    "subword_ratio": tokenizer_stats.no_nan(tokenizer_stats.COLUMNS),
-    "llm_judge": judge.no_nan(judge.COLUMNS),
-    "consistency": eda.no_nan(eda.COLUMNS),
-    "ngrams": ngrams.check,
-}
-
 Engine = Literal["auto", "ray", "local"]
-
-
-def default_families(cfg: FeaturesConfig) -> set[str]:
-    """Families ``cfg`` enables: embeddings and subword ratio always, the rest by switch."""
-    out = {"embedding", "subword_ratio"}
-    if cfg.perplexity_model is not None:
-        out.add("perplexity")
-    if cfg.mlm_model is not None:
-        out.add("pseudo_perplexity")
-    if cfg.text_metrics:
-        out.add("text_metrics")
-    if cfg.llm_judge:
-        out.add("llm_judge")
-    if cfg.consistency_variants > 0:
-        out.add("consistency")
-    if cfg.ngrams:
-        out.add("ngrams")
-    return out
 
 
 def _resolve_which(which: Iterable[str] | None, cfg: FeaturesConfig) -> list[str]:
@@ -147,7 +98,7 @@ def compute_features(
     frame : DataFrame
         Columns ``id`` (unique int), ``text`` (str), ``label`` (int), any row order.
     cfg : FeaturesConfig
-        Models and settings; see :class:`dataselect.config.FeaturesConfig`.
+        Models and settings; see :class:`dataselect.core.config.FeaturesConfig`.
     store_dir : path
         Feature store root, conventionally ``<study_dir>/features``.
     which : set of str, optional
@@ -186,7 +137,7 @@ def compute_features(
     ModelError
         A model cannot be resolved or loaded, or produced NaN features.
     """
-    from dataselect.data import frame_fingerprint
+    from dataselect.core.data import frame_fingerprint
 
     _check_frame(frame)
     if engine not in ("auto", "ray", "local"):
@@ -216,7 +167,7 @@ def compute_features(
 
 
 def _model_fp(ref: str | None) -> str | None:
-    from dataselect.models import model_fingerprint
+    from dataselect.core.models import model_fingerprint
 
     return None if ref is None else model_fingerprint(ref)
 
@@ -259,7 +210,7 @@ def _family(
             if store.read_meta(key) is None:
                 store.finish(key, _meta(name, spec, key, frame_fp, len(ids), size))
             return key, concat([have[i] for i in sorted(have)], kept), list(spec.columns)
-    from dataselect.models import pick_device
+    from dataselect.core.models import pick_device
 
     device = pick_device(cfg.device) if cfg.device != "auto" or spec.uses_model else "cpu"
     engine = pick_engine(engine, cfg, device, uses_model=spec.uses_model)
@@ -277,9 +228,11 @@ def _family(
             raise ModelError(f"features {name}: model {spec.model_ref!r} produced invalid values ({problem})")
         store.write_shard(key, i, values)
         have[i] = {c: values[c] for c in ("id", *kept)}
-    log.info("features %s: %d rows in %.1f s", name, sum(bounds[i][1] - bounds[i][0] for i in missing),
-             time.perf_counter() - t0)
-    store.finish(key, _meta(name, spec, key, frame_fp, len(ids), size))
+    seconds = time.perf_counter() - t0
+    log.info("features %s: %d rows in %.1f s", name, sum(bounds[i][1] - bounds[i][0] for i in missing), seconds)
+    # seconds: the compute of the shards this run wrote (all of them unless a run was resumed)
+    store.finish(key, {**_meta(name, spec, key, frame_fp, len(ids), size), "seconds": round(seconds, 3),
+                       "device": device, "shards_computed": len(missing)})
     return key, concat([have[i] for i in sorted(have)], kept), list(spec.columns)
 
 
@@ -331,11 +284,13 @@ def _cpu_share(cfg: FeaturesConfig, engine: Engine) -> tuple[int, int]:
     if engine == "ray":
         import ray
 
-        from dataselect.ray_runtime import init_ray
-
+        if not ray.is_initialized():
+            # compute_features(engine="ray") called alone (tests, scripts) gets a local
+            # Ray; the sweep and the CLI stages start Ray, or join a cluster, first.
+            ray.init(logging_level=logging.WARNING)
         # An actor must fit on one node: cap at the largest node's CPUs, not
         # the cluster total (else a multi-node pool is never scheduled).
-        cluster = int(init_ray().get("CPU", 1))
+        cluster = int(ray.cluster_resources().get("CPU", 1))
         largest = max((int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n["Alive"]), default=1)
         total = max(1, min(cluster, largest))
     else:

@@ -27,13 +27,13 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dataselect.errors import CacheError, first_line
+from dataselect.core.errors import CacheError, first_line
+from dataselect.features.families import FAMILY_CHECKS
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def shard_bounds(n_rows: int, shard_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + shard_size, n_rows)) for lo in range(0, max(n_rows, 1), shard_size)]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     with open(tmp, "wb") as fh:
         fh.write(data)
@@ -147,10 +147,10 @@ def _decode(data: bytes, columns: Sequence[str]) -> dict[str, np.ndarray]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return _from_arrow(pq.read_table(pa.BufferReader(data), columns=list(columns)), columns)
+    return from_arrow(pq.read_table(pa.BufferReader(data), columns=list(columns)), columns)
 
 
-def _is_decode_error(err: BaseException) -> bool:
+def is_decode_error(err: BaseException) -> bool:
     """A parquet/arrow decode failure (bad bytes), not the environment failing to read them.
 
     pyarrow raises ``ArrowInvalid`` (a ValueError) for bytes that are not a
@@ -169,7 +169,7 @@ def _is_decode_error(err: BaseException) -> bool:
                             KeyError))
 
 
-def _to_arrow(values: Mapping[str, np.ndarray]) -> Any:
+def to_arrow(values: Mapping[str, np.ndarray]) -> Any:
     import pyarrow as pa
 
     cols = {}
@@ -187,7 +187,7 @@ def _to_arrow(values: Mapping[str, np.ndarray]) -> Any:
     return pa.table(cols)
 
 
-def _from_arrow(table: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
+def from_arrow(table: Any, columns: Sequence[str]) -> dict[str, np.ndarray]:
     import pyarrow as pa
 
     out = {}
@@ -266,7 +266,7 @@ class FeatureStore:
             if problem is None:
                 values = _decode(data, ["id", *columns])
         except Exception as err:  # noqa: BLE001 - sorted into proof of corruption or not, below
-            if not _is_decode_error(err) or _has_checksum(p):
+            if not is_decode_error(err) or _has_checksum(p):
                 raise CacheError(
                     f"features: cannot read shard {p} ({first_line(err)[:300]}); it is left in place, "
                     "since that error does not show the file is corrupt: fix the cause (permissions, "
@@ -295,18 +295,18 @@ class FeatureStore:
         p = self.shard_path(key, i)
         p.parent.mkdir(parents=True, exist_ok=True)
         sink = pa.BufferOutputStream()
-        pq.write_table(_to_arrow(values), sink, compression="zstd")
+        pq.write_table(to_arrow(values), sink, compression="zstd")
         data = sink.getvalue().to_pybytes()
-        _atomic_write_bytes(p, data)
+        atomic_write_bytes(p, data)
         # After the shard: a crash in between leaves a shard without a checksum
         # (checked by decoding) or with an older one (a mismatch: recomputed).
-        _atomic_write_bytes(_checksum_path(p), hashlib.sha256(data).hexdigest().encode())
+        atomic_write_bytes(_checksum_path(p), hashlib.sha256(data).hexdigest().encode())
         return p
 
     def finish(self, key: str, meta: Mapping[str, Any]) -> None:
         """Mark a family complete: write ``_meta.json`` last; sweep stale temp files."""
         d = self.root / key
-        _atomic_write_bytes(d / META, json.dumps({**meta, "complete": True,
+        atomic_write_bytes(d / META, json.dumps({**meta, "complete": True,
                                                   "created": time.strftime("%Y-%m-%dT%H:%M:%S")},
                                                  indent=1, sort_keys=True).encode())
         cutoff = time.time() - 3600  # older than any live writer's temp file
@@ -333,10 +333,23 @@ class FeatureStore:
         d.mkdir(parents=True, exist_ok=True)
         index = {k: table[k] for k in ("id", "label") if k in table}
         sink = pa.BufferOutputStream()
-        pq.write_table(_to_arrow(index), sink)
-        _atomic_write_bytes(d / INDEX, sink.getvalue().to_pybytes())
-        _atomic_write_bytes(d / TABLE, json.dumps(
+        pq.write_table(to_arrow(index), sink)
+        atomic_write_bytes(d / INDEX, sink.getvalue().to_pybytes())
+        atomic_write_bytes(d / TABLE, json.dumps(
             {"families": dict(families), "columns": list(columns or table.columns)}, indent=1).encode())
+
+    def family_costs(self, table_key: str) -> dict[str, dict[str, Any]]:
+        """Per family of a saved table: its ``columns`` and compute ``seconds`` (None: not
+        recorded, e.g. a cache made before seconds were kept); {} when the table is unknown."""
+        try:
+            families = json.loads((self.root / table_key / TABLE).read_text())["families"]
+        except (OSError, ValueError, KeyError):
+            return {}
+        out = {}
+        for name, key in families.items():
+            meta = self.read_meta(key) or {}
+            out[name] = {"columns": meta.get("columns", []), "seconds": meta.get("seconds")}
+        return out
 
     def load(self, table_key: str) -> FeatureTable:
         """Reload a table saved by :func:`~dataselect.features.compute_features`.
@@ -348,12 +361,10 @@ class FeatureStore:
         """
         import pyarrow.parquet as pq
 
-        from dataselect.features.runner import FAMILY_CHECKS
-
         d = self.root / table_key
         try:
             spec = json.loads((d / TABLE).read_text())
-            index = _from_arrow(pq.read_table(d / INDEX), pq.read_schema(d / INDEX).names)
+            index = from_arrow(pq.read_table(d / INDEX), pq.read_schema(d / INDEX).names)
         except (OSError, ValueError) as err:
             raise CacheError(f"features: table {table_key} in {self.root} is missing or unreadable ({err})") from err
         cols: dict[str, np.ndarray] = dict(index)
@@ -371,181 +382,6 @@ class FeatureStore:
                 parts.append(v)
             cols.update(align(concat(parts, meta["columns"]), canon, index["id"]))
         return FeatureTable(cols, table_key)
-
-
-@dataclass(frozen=True)
-class TableRef:
-    """A saved feature table by reference: store root and table key, no arrays.
-
-    What the driver hands to select tasks so each reads only the columns it
-    needs from the shards itself (a 10 M x 768 float32 table is ~30 GB per
-    copy: it must not pass through the driver or the object store).
-    """
-
-    root: Path
-    key: str
-
-    def exists(self) -> bool:
-        return (Path(self.root) / self.key / TABLE).is_file()
-
-    def columns(self) -> list[str]:
-        """Every column the saved table has, ``id`` first."""
-        try:
-            return list(json.loads((Path(self.root) / self.key / TABLE).read_text())["columns"])
-        except (OSError, ValueError, KeyError) as err:
-            raise CacheError(f"features: table {self.key} in {self.root} is missing or unreadable ({err})") from err
-
-
-@dataclass(frozen=True)
-class ColumnShards:
-    """Where one column of a saved table lives: its family's shard files, in id order."""
-
-    family: str
-    paths: tuple[Path, ...]
-    shard_size: int
-
-
-def table_index(ref: TableRef) -> dict[str, np.ndarray]:
-    """``id`` (and ``label``) of a saved table, in frame order (16 bytes a row)."""
-    import pyarrow.parquet as pq
-
-    d = Path(ref.root) / ref.key
-    try:
-        return _from_arrow(pq.read_table(d / INDEX), pq.read_schema(d / INDEX).names)
-    except (OSError, ValueError) as err:
-        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from err
-
-
-def column_shards(ref: TableRef, column: str) -> ColumnShards:
-    """Shard files holding ``column`` of a saved table (a family column, not id/label)."""
-    store = FeatureStore(ref.root)
-    try:
-        spec = json.loads((Path(ref.root) / ref.key / TABLE).read_text())
-    except (OSError, ValueError) as err:
-        raise CacheError(f"features: table {ref.key} in {ref.root} is missing or unreadable ({err})") from err
-    for name, key in spec["families"].items():
-        meta = store.read_meta(key)
-        if meta is None:
-            raise CacheError(f"features: family {name!r} ({key[:12]}) is incomplete; rerun `dataselect features`")
-        if column in meta["columns"]:
-            paths = tuple(store.shard_path(key, i) for i in range(meta["n_shards"]))
-            return ColumnShards(name, paths, int(meta["shard_size"]))
-    raise CacheError(f"features: table {ref.key[:12]} has no column {column!r}; it has {spec['columns']}")
-
-
-def column_width(shards: ColumnShards, column: str) -> int:
-    """Values per row of ``column`` (d of an (n, d) column, 1 for a scalar column), from the schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    typ = pq.read_schema(shards.paths[0]).field(column).type
-    return int(typ.list_size) if pa.types.is_fixed_size_list(typ) else 1
-
-
-def read_columns(
-    ref: TableRef, columns: Sequence[str], rows: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Columns of a saved table in frame order, streamed shard by shard.
-
-    Each shard is read with ``columns=`` and its rows are copied straight
-    into one preallocated array per column, so the peak is the result plus
-    one shard (``FeatureStore.load`` holds the shards, their concatenation
-    and the reordered copy at once, ~3x). ``id`` and ``label`` come from the
-    table's index. ``rows`` (sorted frame positions) keeps only those rows,
-    in that order.
-
-    Raises
-    ------
-    CacheError
-        A table, family or shard is missing, or a shard's ids differ from the index's.
-    """
-    import pyarrow.parquet as pq
-
-    index = table_index(ref)
-    frame_ids = index["id"]
-    n = len(frame_ids)
-    keep = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
-    out: dict[str, np.ndarray] = {k: index[k][keep] for k in ("id", "label") if k in index and k in columns}
-    wanted = [c for c in columns if c not in ("id", "label")]
-    if not wanted:
-        return out
-    canon = np.sort(frame_ids)
-    # slot[c] = where canonical (id-sorted) row c goes in the output, -1 if not kept.
-    slot = np.full(n, -1, dtype=np.int64)
-    slot[np.searchsorted(canon, frame_ids[keep])] = np.arange(len(keep))
-    by_family: dict[str, tuple[ColumnShards, list[str]]] = {}
-    for c in wanted:
-        shards = column_shards(ref, c)
-        by_family.setdefault(shards.family, (shards, []))[1].append(c)
-    for shards, cols in by_family.values():
-        for i, path in enumerate(shards.paths):
-            lo = i * shards.shard_size
-            hi = min(lo + shards.shard_size, n)
-            dest = slot[lo:hi]
-            if rows is not None and not (dest >= 0).any():
-                continue
-            try:
-                values = _from_arrow(pq.read_table(path, columns=["id", *cols]), ["id", *cols])
-            except Exception as err:  # noqa: BLE001 - said as one line; nothing is deleted here
-                hint = ("rerun `dataselect features`" if _is_decode_error(err)
-                        else "fix the cause (permissions, memory, disk) and rerun")
-                raise CacheError(f"features: shard {path} is unreadable ({first_line(err)[:300]}); "
-                                 f"{hint}") from err
-            if not np.array_equal(values["id"], canon[lo:hi]):
-                raise CacheError(f"features: shard {path} ids differ from the table's; rerun `dataselect features`")
-            mine = dest >= 0
-            for c in cols:
-                v = values[c]
-                if c not in out:
-                    out[c] = np.empty((len(keep), *v.shape[1:]), dtype=v.dtype)
-                out[c][dest[mine]] = v[mine]
-    return out
-
-
-def save_embedding_table(
-    root: str | Path, ids: np.ndarray, labels: np.ndarray,
-    embedding: np.ndarray | Callable[[int, int], np.ndarray], *, shard_size: int = 8192,
-    name: str = "external",
-) -> TableRef:
-    """Save embeddings made elsewhere (synthetic pools, another pipeline) as a store table.
-
-    Parameters
-    ----------
-    root : path
-        Feature store root.
-    ids, labels : ndarray of int64, shape (n,)
-        Frame order (the order selections index).
-    embedding : ndarray (n, d) in frame order, or callable
-        ``embedding(lo, hi)`` returns rows ``[lo, hi)`` of the id-sorted
-        table, so a pool larger than memory is written shard by shard.
-    name : str
-        Goes into the keys, with the ids, labels and shard size.
-
-    Returns
-    -------
-    TableRef
-        One ``embedding`` family; reload with :func:`read_columns`.
-    """
-    store = FeatureStore(root)
-    ids = np.asarray(ids, dtype=np.int64)
-    labels = np.asarray(labels, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    canon = ids[order]
-    digest = hashlib.sha256(ids.tobytes() + labels.tobytes()).hexdigest()
-    key = family_key(digest, f"external:{name}", None, {}, shard_size)
-    bounds = shard_bounds(len(ids), shard_size)
-    for i, (lo, hi) in enumerate(bounds):
-        rows = embedding(lo, hi) if callable(embedding) else np.asarray(embedding)[order[lo:hi]]
-        store.write_shard(key, i, {"id": canon[lo:hi], "embedding": np.asarray(rows, dtype=np.float32)})
-    store.finish(key, {"family": "embedding", "key": key, "n_rows": len(ids), "shard_size": shard_size,
-                       "n_shards": len(bounds), "columns": ["embedding"], "source": name})
-    table_key = hashlib.sha256(json.dumps({"families": {"embedding": key}, "rows": digest}).encode()).hexdigest()
-    store.save_table(FeatureTable({"id": ids, "label": labels}, table_key), {"embedding": key})
-    spec = json.loads((store.root / table_key / TABLE).read_text())
-    if spec["columns"] != ["id", "label", "embedding"]:  # save_table lists the columns it was given
-        spec["columns"] = ["id", "label", "embedding"]
-        _atomic_write_bytes(store.root / table_key / TABLE, json.dumps(spec, indent=1).encode())
-    return TableRef(Path(root), table_key)
 
 
 def concat(parts: Sequence[Mapping[str, np.ndarray]], columns: Sequence[str]) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import FamilySpec, no_nan, text_list
 
 COLUMNS = (

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from dataselect.config import FeaturesConfig
+from dataselect.core.config import FeaturesConfig
 from dataselect.features._common import FamilySpec, no_nan, text_list
 
 COLUMNS = ("subword_ratio",)
@@ -38,7 +38,7 @@ class SubwordBatch:
     VERSION = 1
 
     def __init__(self, *, model: str, **_: object) -> None:
-        from dataselect.models import load_tokenizer
+        from dataselect.core.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(model)
 

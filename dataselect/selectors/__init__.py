@@ -1,28 +1,41 @@
 """Subset selectors: ``get_selector(name, **params).select(features, budget, seed)``.
 
-Importing this package fills the registry; each module holds one family.
+Importing this package fills the registry. A selector's module is named by its registry
+key (`dataselect/selectors/kcenter.py` holds `kcenter`); the others hold what
+several share (`base`, `registry`, `crossfit`, `score_band`, `composite`,
+`partitioning`...).
 """
 
 from dataselect.selectors import (  # noqa: F401  (importing fills the registry)
-    baselines,
-    confident,
+    ccs,
+    cleanlab,
     consistency,
+    d2,
     density_ratio,
-    diversity,
     dsir,
+    el2n,
+    entropy,
+    forgetting,
+    full,
+    fusion,
     gradient_match,
+    grand,
     herding,
-    hybrid,
-    importance,
-    judge,
     kcenter,
     kmeans,
-    lowbudget,
+    llm_judge,
     metric_match,
+    partitioned,
     perplexity,
-    pruning,
-    selffilter,
-    uncertainty,
+    pipeline,
+    probcover,
+    pseudo_perplexity,
+    random,
+    self_filter,
+    semantic_lexical,
+    stratified_coreset,
+    typiclust,
+    wordpiece_ratio,
 )
 from dataselect.selectors.base import (
     FeatureError,

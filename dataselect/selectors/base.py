@@ -13,12 +13,12 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError, UserError
+from dataselect.core.errors import DataError, FeatureError, InvalidParameterError
+from dataselect.core.selection import RAGGED_COLUMNS, TARGET_PREFIX, Selection
 
 __all__ = [
     "RAGGED_COLUMNS",
@@ -35,31 +35,9 @@ __all__ = [
 
 Features = Mapping[str, Any]
 
-TARGET_PREFIX = "target:"
-"""A column named ``target:<column>`` holds ``<column>`` of the *target* rows (m of
-them, the texts the classifier will be judged on), not the pool's n: a selector
-that reads one selects toward the target. Row-slicing wrappers (per class,
-pipeline stages, partitions) pass these columns through whole (:func:`take_rows`)."""
-
-RAGGED_COLUMNS = frozenset({"ngram_buckets"})
-"""Columns whose rows are integer vectors of different lengths (one object array of
-int arrays), e.g. each row's hashed n-gram buckets."""
-
-
 def take_rows(features: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """The pool rows ``rows`` of every pool column; target columns whole."""
     return {k: v if k.startswith(TARGET_PREFIX) else v[rows] for k, v in features.items()}
-
-
-class InvalidParameterError(UserError, ValueError):
-    """A selector parameter (or budget / seed) is out of its allowed set."""
-
-
-class FeatureError(UserError, KeyError):
-    """A feature a selector needs is missing from the table."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 def check(owner: str, attr: str, value: Any, ok: bool, expected: str) -> None:
@@ -73,6 +51,12 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_name_list(value: Any) -> bool:
+    """A non-empty list (or tuple) of distinct non-empty strings (column names, metrics)."""
+    return (isinstance(value, list | tuple) and len(value) > 0
+            and all(isinstance(v, str) and v for v in value) and len(set(value)) == len(value))
+
+
 def is_real(value: Any) -> bool:
     """True for finite real numbers other than bool."""
     return (
@@ -80,39 +64,6 @@ def is_real(value: Any) -> bool:
         and not isinstance(value, bool)
         and math.isfinite(float(value))
     )
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Rows chosen by a selector.
-
-    Attributes
-    ----------
-    indices : ndarray of int64, shape (budget,)
-        Unique positions into the feature table, in pick order where the
-        method has one (greedy methods), else grouped as documented.
-    scores : ndarray of float64, shape (budget,), or None
-        Per-row score at pick time (distance, objective, metric value).
-    info : dict
-        JSON-serialisable diagnostics (radius, inertia, allocation, ...).
-    """
-
-    indices: np.ndarray
-    scores: np.ndarray | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Normalise dtypes once and freeze the arrays: a frozen dataclass whose
-        # arrays can be mutated in place is not frozen.
-        idx = np.array(self.indices, dtype=np.int64).reshape(-1)
-        idx.setflags(write=False)
-        object.__setattr__(self, "indices", idx)
-        if self.scores is not None:
-            sc = np.array(self.scores, dtype=np.float64).reshape(-1)
-            if sc.shape != idx.shape:
-                raise ValueError(f"Selection.scores has {sc.size} values for {idx.size} indices")
-            sc.setflags(write=False)
-            object.__setattr__(self, "scores", sc)
 
 
 class Selector:
@@ -137,6 +88,11 @@ class Selector:
     fill breaks it. Subclasses whose answer depends on parameters override
     it with a property, as for ``seeded``."""
 
+    scores_pool: ClassVar[bool] = False
+    """True when the selector learns per-row scores from the pool (a warm-up
+    head's EL2N, forgetting, margins) that a wrapper splitting the pool must
+    compute on the whole pool first: :meth:`prepare`."""
+
     def required(self) -> tuple[str, ...]:
         """Feature names this instance reads (may depend on parameters)."""
         return tuple(self.requires)
@@ -146,6 +102,16 @@ class Selector:
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         out["per_class"] = "none"
         return out
+
+    def prepare(self, features: dict[str, np.ndarray], n: int, budget: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Per-row columns computed on the whole pool (``scores_pool`` selectors only).
+
+        :class:`~dataselect.selectors.stratify.PerClass` calls it once, adds the
+        columns to the features and slices them per class: a head trained inside
+        one class has no other class to tell its rows from. Default: none.
+        """
+        return {}
 
     def select(self, features: Features, budget: int, seed: int) -> Selection:
         """Choose ``budget`` rows of ``features``.

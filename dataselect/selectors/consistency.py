@@ -7,10 +7,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError, InsufficientRowsError
 from dataselect.selectors.base import Selection, Selector, check, is_int
 from dataselect.selectors.crossfit import check_head_params, crossfit_proba, encode_labels
-from dataselect.selectors.perplexity import InsufficientRowsError
 from dataselect.selectors.registry import register
 
 __all__ = ["ConsistencyFilter"]

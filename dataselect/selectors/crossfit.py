@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors.base import check, is_int, is_real
 from dataselect.selectors.memo import memoized
 

@@ -104,7 +104,7 @@ class DensityRatio(Selector):
         pool, target = features[self.column], features[TARGET_PREFIX + self.column]
         n, m = len(pool), len(target)
         if m < self.n_folds:
-            from dataselect.errors import DataError
+            from dataselect.core.errors import DataError
 
             raise DataError(f"DensityRatio: the target has {m} rows, fewer than n_folds={self.n_folds}")
         x = np.concatenate([np.asarray(pool, np.float32), np.asarray(target, np.float32)])

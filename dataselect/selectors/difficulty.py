@@ -28,16 +28,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError, UserError
+from dataselect.core.errors import DataError, UserError
 from dataselect.selectors.base import InvalidParameterError, Selector, check
 from dataselect.selectors.crossfit import check_head_params, crossfit_proba, encode_labels
-from dataselect.selectors.importance import EL2N, Forgetting
+from dataselect.selectors.el2n import EL2N
+from dataselect.selectors.forgetting import Forgetting
 
-__all__ = ["SOURCES", "DifficultyScored", "prune_hardest"]
+__all__ = ["PREPARED", "SOURCES", "DifficultyScored", "RowDifficulty", "prune_hardest"]
+
+PREPARED = ("_difficulty", "_prune_score", "_pruned")
+"""Columns :func:`prepare_difficulty` adds, all computed on the whole pool:
+difficulty, the pruning score, and whether the row is pruned."""
 
 SOURCES = ("el2n", "forgetting", "margin", "column:<name>")
 _COLUMN = "column:"
@@ -51,6 +56,8 @@ class DifficultyScored(Selector):
 
     score: str = "el2n"
     score_params: Mapping[str, Any] | None = None
+
+    scores_pool: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
@@ -100,6 +107,30 @@ class DifficultyScored(Selector):
         # Resolved scorer parameters, defaults included: cache keys follow a default change.
         return {**super().params(), "score_params": dict(self._score_params)}  # type: ignore[attr-defined]
 
+    def pruning_scorer(self) -> DifficultyScored | None:
+        """What ranks rows for pruning; None: :meth:`difficulty` itself."""
+        return None
+
+    def _prepared(self, features: dict[str, np.ndarray], n: int, budget: int,
+                  rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return prepare_difficulty(self, self.pruning_scorer(), float(getattr(self, "beta", 0.0)),
+                                  features, n, budget, rng)
+
+    def prepare(self, features: dict[str, np.ndarray], n: int, budget: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self._prepared(features, n, budget, rng)[0]
+
+    def scored_rows(self, features: dict[str, np.ndarray], n: int, budget: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """(difficulty of every row, the rows left after pruning, info); scored on the pool
+        when a :class:`~dataselect.selectors.stratify.PerClass` run prepared it."""
+        if PREPARED[0] in features:
+            cols, info = {k: features[k] for k in PREPARED}, {"score": self.score, "scored_on": "pool"}
+        else:
+            cols, info = self._prepared(features, n, budget, rng)
+        kept, pruned = kept_rows(cols, budget)
+        return cols[PREPARED[0]], kept, {**info, **pruned}
+
     def difficulty(
         self, features: dict[str, np.ndarray], n: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -127,6 +158,51 @@ class DifficultyScored(Selector):
         top = float(scores[finite].max()) + 1.0 if finite.any() else 0.0
         return np.where(finite, scores, top), {"score": "forgetting",
                                                 "never_learned": int((~finite).sum())}
+
+
+@dataclass(frozen=True)
+class RowDifficulty(DifficultyScored):
+    """A difficulty source on its own: D2's pruning score beside its ranking score."""
+
+    def _select(self, features: dict[str, np.ndarray], n: int, budget: int,
+                rng: np.random.Generator) -> Any:
+        raise NotImplementedError("RowDifficulty only scores rows")
+
+
+def prepare_difficulty(owner: DifficultyScored, pruner: DifficultyScored | None, beta: float,
+                       features: dict[str, np.ndarray], n: int, budget: int,
+                       rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The :data:`PREPARED` columns of the whole pool, and info.
+
+    ``pruner`` scores the pruning (None: the owner's own difficulty); the
+    pruning is :func:`prune_hardest` on that score.
+    """
+    d, info = owner.difficulty(features, n, rng)
+    p = d if pruner is None or beta <= 0 else pruner.difficulty(features, n, rng)[0]
+    kept, _ = prune_hardest(p, beta, budget, rng)
+    pruned = np.ones(n, dtype=bool)
+    pruned[kept] = False
+    return {PREPARED[0]: d, PREPARED[1]: p, PREPARED[2]: pruned}, info
+
+
+def kept_rows(cols: dict[str, np.ndarray], budget: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Rows not pruned (ascending), and info.
+
+    Inside one class of a per-class run the pruning is the pool's: a class
+    whose share is larger than its unpruned rows takes back its least hard
+    pruned rows (lowest pruning score, then lowest row), so it keeps its
+    share (the D2 authors' code fills such a shortfall with random kept rows
+    of any class instead; at budgets of 1-20 % it does not arise).
+    """
+    p, pruned = cols[PREPARED[1]], cols[PREPARED[2]].copy()
+    kept = np.flatnonzero(~pruned)
+    if len(kept) < budget:
+        back = np.flatnonzero(pruned)
+        back = back[np.argsort(p[back], kind="stable")[: budget - len(kept)]]
+        pruned[back] = False
+        kept = np.flatnonzero(~pruned)
+    return kept, {"n_pruned": int(pruned.sum()),
+                  "prune_threshold": float(p[pruned].min()) if pruned.any() else None}
 
 
 def prune_hardest(

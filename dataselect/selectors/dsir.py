@@ -109,7 +109,7 @@ class DSIR(Selector):
         logw, lengths = self.log_weights(features)
         eligible = lengths >= self.min_ngrams
         if int(eligible.sum()) < budget:
-            from dataselect.errors import DataError
+            from dataselect.core.errors import DataError
 
             raise DataError(f"DSIR: only {int(eligible.sum())} rows have >= {self.min_ngrams} n-grams; "
                             f"budget is {budget}")

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors.base import TARGET_PREFIX, Selection, Selector, check, is_int, is_real
 from dataselect.selectors.registry import register
 from dataselect.selectors.resample import top_k

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors.base import InvalidParameterError, Selection, Selector, check, is_int
 from dataselect.selectors.registry import register
 

@@ -20,7 +20,7 @@ from dataselect.selectors.base import (
 )
 from dataselect.selectors.registry import register
 
-__all__ = ["KMeansSelector", "fit_kmeans", "kmeans_plusplus"]
+__all__ = ["KMeansSelector", "fit_kmeans", "kmeans_assign", "kmeans_parallel_init"]
 
 
 @register("kmeans")
@@ -116,7 +116,7 @@ def fit_kmeans(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """FAISS k-means on all rows, single-threaded; inputs are trusted.
 
-    ``init`` (n_clusters, d), e.g. from :func:`kmeans_plusplus`, replaces
+    ``init`` (n_clusters, d), e.g. from :func:`kmeans_parallel_init`, replaces
     FAISS's random sample of rows as the starting centroids.
 
     Returns
@@ -149,7 +149,7 @@ def fit_kmeans(
     )
 
 
-def kmeans_plusplus(
+def kmeans_parallel_init(
     x: np.ndarray, n_clusters: int, rng: np.random.Generator, *, rounds: int = 5,
     oversample: float = 2.0,
 ) -> np.ndarray:
@@ -258,3 +258,11 @@ def _single_thread() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def kmeans_assign(x: np.ndarray, k: int, niter: int, rng: np.random.Generator) -> np.ndarray:
+    """Cluster ids (n,) of ``k``-means: k-means|| start (:func:`kmeans_parallel_init`), then
+    FAISS Lloyd; TypiClust's and ProbCover's authors use scikit-learn's KMeans, whose default
+    start is k-means++."""
+    init = kmeans_parallel_init(x, k, rng)
+    return fit_kmeans(x, k, niter, int(rng.integers(2**31 - 1)), init=init)[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors.base import check
 from dataselect.selectors.kmeans import _single_thread
 from dataselect.selectors.memo import memoized

@@ -7,15 +7,11 @@ from typing import ClassVar
 
 import numpy as np
 
-from dataselect.errors import DataError
+from dataselect.core.errors import InsufficientRowsError
 from dataselect.selectors.base import Selection, Selector, check, is_real
 from dataselect.selectors.registry import register
 
-__all__ = ["InsufficientRowsError", "PerplexityFilter", "PseudoPerplexityFilter"]
-
-
-class InsufficientRowsError(DataError):
-    """The perplexity band holds fewer rows than the budget."""
+__all__ = ["PerplexityFilter"]
 
 
 @register("perplexity")
@@ -30,9 +26,9 @@ class PerplexityFilter(Selector):
 
     Parameters
     ----------
-    p_low, p_high : float, default=0.1, 0.9
+    q_low, q_high : float, default=0.1, 0.9
         Quantiles of ``features["perplexity"]`` (n,) bounding the kept band,
-        ``0 <= p_low < p_high <= 1``; both ends inclusive.
+        ``0 <= q_low < q_high <= 1``; both ends inclusive.
     rank_by : str or None, default=None
         ``None``: choose uniformly at random within the band. Otherwise the
         name of a 1-D feature (``token_count``, ``type_token_ratio``,
@@ -61,21 +57,23 @@ class PerplexityFilter(Selector):
     """
 
     requires: ClassVar[tuple[str, ...]] = ("perplexity",)
+    renamed: ClassVar[dict[str, str]] = {"p_low": "q_low", "p_high": "q_high"}
+    """Former parameter names, still accepted (one spelling for a quantile band: ``q_*``)."""
     column: ClassVar[str] = "perplexity"
     """The score column the band is drawn on (subclasses swap it)."""
-    p_low: float = 0.1
-    p_high: float = 0.9
+    q_low: float = 0.1
+    q_high: float = 0.9
     rank_by: str | None = None
     descending: bool = False
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        check(owner, "p_low", self.p_low, is_real(self.p_low) and 0 <= self.p_low < 1,
+        check(owner, "q_low", self.q_low, is_real(self.q_low) and 0 <= self.q_low < 1,
               "a number in [0, 1)")
-        check(owner, "p_high", self.p_high, is_real(self.p_high) and 0 < self.p_high <= 1,
+        check(owner, "q_high", self.q_high, is_real(self.q_high) and 0 < self.q_high <= 1,
               "a number in (0, 1]")
-        check(owner, "p_high", self.p_high, self.p_high > self.p_low,
-              f"greater than p_low={self.p_low!r}")
+        check(owner, "q_high", self.q_high, self.q_high > self.q_low,
+              f"greater than q_low={self.q_low!r}")
         check(owner, "rank_by", self.rank_by,
               self.rank_by is None or (isinstance(self.rank_by, str) and self.rank_by != ""),
               "None or a feature name")
@@ -102,12 +100,12 @@ class PerplexityFilter(Selector):
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator
     ) -> Selection:
         ppl = features[self.column]
-        lo, hi = np.quantile(ppl, [self.p_low, self.p_high])
+        lo, hi = np.quantile(ppl, [self.q_low, self.q_high])
         band = np.flatnonzero((ppl >= lo) & (ppl <= hi))
         if len(band) < budget:
             raise InsufficientRowsError(
                 f"{type(self).__name__}: only {len(band)} of {n} rows have {self.column} in "
-                f"quantiles [p_low={self.p_low}, p_high={self.p_high}] = [{lo:.4g}, {hi:.4g}], "
+                f"quantiles [q_low={self.q_low}, q_high={self.q_high}] = [{lo:.4g}, {hi:.4g}], "
                 f"fewer than budget={budget}; widen the band or lower the budget"
             )
         info = {"ppl_low": float(lo), "ppl_high": float(hi), "n_in_band": int(len(band))}
@@ -119,24 +117,3 @@ class PerplexityFilter(Selector):
         picks = band[order[:budget]]
         return Selection(picks, features[self.rank_by][picks], info)
 
-
-@register("pseudo_perplexity")
-@dataclass(frozen=True)
-class PseudoPerplexityFilter(PerplexityFilter):
-    """:class:`PerplexityFilter` on the masked-LM ``pseudo_perplexity`` column.
-
-    Same band, sampling and ranking (parameters, errors and ``info`` as
-    there, with ``features["pseudo_perplexity"]`` in place of
-    ``perplexity``). Pseudo-perplexity scores each token given *both* sides
-    [1]_, so it reads a sentence the way the bidirectional encoders that
-    get fine-tuned here do, where a causal LM's perplexity sees only the
-    left context. Needs ``features.mlm_model``.
-
-    References
-    ----------
-    .. [1] J. Salazar, D. Liang, T. Q. Nguyen, K. Kirchhoff, "Masked Language
-       Model Scoring", ACL 2020.
-    """
-
-    requires: ClassVar[tuple[str, ...]] = ("pseudo_perplexity",)
-    column: ClassVar[str] = "pseudo_perplexity"

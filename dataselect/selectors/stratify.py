@@ -47,6 +47,10 @@ class PerClass(Wrapping, Selector):
     Output is grouped by label (sorted), each group in the inner selector's
     pick order. Class ``c`` gets its own generator, spawned from the seed in
     label order, so the picks in one class do not depend on another's budget.
+    A selector that learns scores from the pool (``scores_pool``: EL2N,
+    forgetting, margins) computes them on the whole pool first
+    (:meth:`~dataselect.selectors.base.Selector.prepare`); only the budget is
+    stratified.
     """
 
     inner: Selector
@@ -75,6 +79,9 @@ class PerClass(Wrapping, Selector):
             shares = class_shares(sizes, budget)
         else:
             shares = balanced_shares(sizes, budget)
+        if self.inner.scores_pool:  # scores learnt on the whole pool, then stratified
+            prep = np.random.default_rng(rng.integers(0, 2**63 - 1))
+            features = {**features, **self.inner.prepare(features, n, budget, prep)}
         seeds = rng.integers(0, 2**63 - 1, size=len(classes))
         picks, scores, infos = [], [], {}
         for c, (share, sub_seed) in enumerate(zip(shares, seeds, strict=True)):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from two_node_ray import REPO_ROOT, LocalCluster, _our_pids
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 SST2 = REPO_ROOT.parent / "shared" / "data" / "sst2"
 

@@ -104,8 +104,8 @@ def test_dashboard_answers_on_loopback_with_token(cluster: LocalCluster) -> None
 # --------------------------------------------------------------------------- init_ray
 _INIT_RAY = """
 import json, os, ray
-from dataselect.config import RayConfig
-from dataselect.ray_runtime import init_ray
+from dataselect.core.config import RayConfig
+from dataselect.sweep.ray_runtime import init_ray
 
 real, bogus = {address!r}, "127.0.0.1:1"   # nothing listens on port 1: picking it would fail
 cases = {{

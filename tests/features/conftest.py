@@ -29,7 +29,7 @@ def sample(sst2_train: pd.DataFrame) -> pd.DataFrame:
 
 
 def _tiny_lm(factory: pytest.TempPathFactory, texts: list[str], kind: str) -> str:
-    from dataselect.standin import build_tiny_lm, train_tokenizer
+    from dataselect.core.standin import build_tiny_lm, train_tokenizer
 
     out = factory.mktemp(f"tiny-{kind}")
     tok = train_tokenizer(texts, vocab_size=512, kind=kind)
@@ -52,7 +52,7 @@ def tiny_mlm(tmp_path_factory: pytest.TempPathFactory, sst2_train: pd.DataFrame)
 @pytest.fixture(scope="session")
 def minilm():
     """The offline pretrained MiniLM encoder and tokenizer (loaded once per session)."""
-    from dataselect.models import load_encoder, load_tokenizer
+    from dataselect.core.models import load_encoder, load_tokenizer
 
     return load_tokenizer("minilm"), load_encoder("minilm", "cpu")
 
@@ -62,8 +62,8 @@ def features_ray(tmp_path_factory: pytest.TempPathFactory):
     """One local Ray (2 CPUs, own temp dir) shared by the Ray Data tests."""
     import ray
 
-    from dataselect.config import RayConfig
-    from dataselect.ray_runtime import init_ray
+    from dataselect.core.config import RayConfig
+    from dataselect.sweep.ray_runtime import init_ray
 
     # Short path: Ray's unix sockets live under it (107-byte limit).
     init_ray(RayConfig(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray"))))

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dataselect.config import FeaturesConfig
-from dataselect.errors import ModelError
+from dataselect.core.config import FeaturesConfig
+from dataselect.core.errors import ModelError
+from dataselect.core.models import load_causal_lm, load_tokenizer
 from dataselect.features import judge
 from dataselect.features.judge import JUDGE_PROMPTS, JudgeBatch, answer_ids, judge_scores
-from dataselect.models import load_causal_lm, load_tokenizer
 
 
 @pytest.fixture(autouse=True)

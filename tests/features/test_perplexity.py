@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from dataselect.core.models import load_causal_lm, load_tokenizer
 from dataselect.features.perplexity import PerplexityBatch, context_token_id, lm_scores
-from dataselect.models import load_causal_lm, load_tokenizer
 
 
 def _naive(texts, tok, model, max_length=128):

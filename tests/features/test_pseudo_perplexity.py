@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
+from dataselect.core.models import load_masked_lm, load_tokenizer
 from dataselect.features.pseudo_perplexity import PseudoPerplexityBatch, pseudo_log_likelihoods
-from dataselect.models import load_masked_lm, load_tokenizer
 
 
 def _naive(texts, tok, model):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dataselect import standin
-from dataselect.errors import UserError
-from dataselect.models import describe_model, load_causal_lm, load_masked_lm, load_tokenizer
+from dataselect.core import standin
+from dataselect.core.errors import UserError
+from dataselect.core.models import describe_model, load_causal_lm, load_masked_lm, load_tokenizer
 
 
 def test_tokenizer_specials(sst2_train):

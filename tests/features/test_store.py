@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dataselect.models as models
-from dataselect.config import FeaturesConfig
-from dataselect.errors import CacheError, DataError, UserError
+import dataselect.core.models as models
+from dataselect.core.config import FeaturesConfig
+from dataselect.core.errors import CacheError, DataError, UserError
 from dataselect.features import FeatureStore, compute_features
 from dataselect.features import perplexity as ppl_mod
 from dataselect.features import text_metrics as tm_mod
@@ -76,6 +76,24 @@ def test_second_run_is_a_cache_hit_without_model_load(tmp_path, sample, cfg, mon
     loaded = FeatureStore(tmp_path).load(first.fingerprint)
     assert loaded.columns == first.columns
     np.testing.assert_array_equal(loaded["perplexity"], first["perplexity"])
+
+
+def test_each_family_records_its_columns_and_compute_seconds(tmp_path, sample, cfg, monkeypatch):
+    import time as _time
+
+    real = tm_mod.text_metrics
+
+    def slow(*a, **k):  # text metrics take at least 0.2 s: the recorded time must show it
+        _time.sleep(0.2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(tm_mod, "text_metrics", slow)
+    t = compute_features(sample, cfg, tmp_path, which=WHICH, engine="local", progress=False)
+    costs = FeatureStore(tmp_path).family_costs(t.fingerprint)
+    assert set(costs) == set(WHICH)
+    assert "mtld" in costs["text_metrics"]["columns"] and costs["text_metrics"]["seconds"] >= 0.2
+    assert all(c["seconds"] is not None and c["seconds"] >= 0 for c in costs.values())
+    assert FeatureStore(tmp_path).family_costs("no-such-table") == {}
 
 
 def test_table_shape_and_read_only(tmp_path, sample, cfg):

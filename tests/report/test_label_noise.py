@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataselect.config import DatasetConfig, LabelNoiseConfig, parse_config
-from dataselect.data import add_label_noise, load_dataset
-from dataselect.errors import ConfigError
+from dataselect.core.config import DatasetConfig, LabelNoiseConfig
+from dataselect.core.data import add_label_noise, load_dataset
+from dataselect.core.errors import ConfigError
+from dataselect.sweep.study import parse_study
 
 
 def _pool(n: int, k: int) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def _raw(sst2_dir, noise):
 ])
 def test_bad_noise_config_is_one_line(sst2_dir, noise, message):
     with pytest.raises(ConfigError) as info:
-        parse_config(_raw(sst2_dir, noise))
+        parse_study(_raw(sst2_dir, noise))
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
@@ -101,6 +102,6 @@ def test_cache_dir_moves_features_and_standins_out_of_the_study(sst2_dir, tmp_pa
 
     raw = _raw(sst2_dir, {"rate": 0.2})
     raw["output_dir"] = str(tmp_path)
-    assert parse_config(raw).cache_root == tmp_path / "n"
+    assert parse_study(raw).cache_root == tmp_path / "n"
     raw["cache_dir"] = str(tmp_path / "clean")
-    assert parse_config(raw).cache_root == Path(tmp_path / "clean")
+    assert parse_study(raw).cache_root == Path(tmp_path / "clean")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from dataselect.report import summary_table, write_report
-from dataselect.sweep import write_trial_files
+from dataselect.sweep.trial import write_trial_files
 from dataselect.train import EvalPredictions
 
 M, SEEDS, N_POOL = 600, (0, 1, 2, 3, 4), 1000
@@ -69,12 +69,12 @@ def test_summary_csv_has_the_issue_columns_and_known_answers(study):
     path, report = study
     s = pd.read_csv(report.parent / "summary.csv")
     assert {"metric", "selector", "fraction", "n_seeds", "mean", "std", "delta", "ci_low", "ci_high",
-            "p_t", "p_boot", "p_holm", "significant"} <= set(s.columns)
+            "p_t", "p_value", "p_holm", "significant", "se", "df"} <= set(s.columns)
     acc = s[s["metric"] == "accuracy"].set_index("selector")
     assert acc.loc["better", "significant"] and acc.loc["better", "delta"] == pytest.approx(0.03, abs=0.002)
     assert acc.loc["better", "ci_low"] <= acc.loc["better", "delta"] <= acc.loc["better", "ci_high"]
-    assert acc.loc["same", "delta"] == 0 and acc.loc["same", "p_boot"] == 1 and not acc.loc["same", "significant"]
-    assert acc.loc["better", "p_holm"] >= acc.loc["better", "p_boot"]
+    assert acc.loc["same", "delta"] == 0 and acc.loc["same", "p_value"] == 1 and not acc.loc["same", "significant"]
+    assert acc.loc["better", "p_holm"] >= acc.loc["better", "p_value"]
     assert len(s) == 4 * 4  # 4 metrics x (random + 3 selectors)
 
 
@@ -83,8 +83,9 @@ def test_report_opens_with_the_conclusion(study):
     text = report.read_text()
     head = text.split("## Setup")[0]
     assert "**Conclusion.**" in head and "1 of 3 selectors beat random" in head and "`better` +3.0" in head
-    assert "Holm 1979" in text and "Efron & Tibshirani 1993" in text and "Dror et al." in text
-    assert "Power (accuracy):" in text and "seeds" in text.split("Power (accuracy):")[1].split("##")[0]
+    assert "Holm 1979" in text and "Satterthwaite" in text and "Dror et al." in text
+    assert "Power (accuracy, the primary metric" in text
+    assert "seeds" in text.split("Power (accuracy")[1].split("##")[0]
 
 
 def test_kept_table_counts_flipped_rows(study):
@@ -116,13 +117,24 @@ def test_rebuild_is_identical(study):
     assert (report.parent / "summary.csv").read_bytes() == first
 
 
-def test_fewer_resamples_change_only_the_bootstrap(study):
+def test_summary_intervals_are_the_paired_difference_of_the_trials_predictions(study):
+    """The table is wired to the statistic: recompute one row from the trials' own predictions."""
     path, _ = study
     from dataselect.report import collect_results, load_trial_frames
+    from dataselect.report.stats import paired_difference
 
     df = collect_results(path / "tune" / "s")
     preds = load_trial_frames(path, df["trial"].tolist(), "predictions.parquet")
-    a = summary_table(df, preds, 2, n_boot=500, seed=1)
-    b = summary_table(df, preds, 2)
-    pd.testing.assert_series_equal(a["delta"], b["delta"])
-    assert not np.allclose(a["ci_low"].fillna(0), b["ci_low"].fillna(0))
+    s = summary_table(df, preds, 2).set_index(["metric", "selector"])
+    ok = df[df["status"] == "TERMINATED"]
+
+    def arm(sel):
+        g = ok[ok["selector"] == sel].sort_values("seed")
+        return np.stack([preds[t]["pred"].to_numpy() for t in g["trial"]])
+
+    y = preds[ok["trial"].iloc[0]]["label"].to_numpy()
+    for metric in ("accuracy", "macro_f1"):
+        r = paired_difference(y, arm("better"), arm("random"), 2, metric)
+        row = s.loc[(metric, "better")]
+        assert (row["delta"], row["ci_low"], row["ci_high"], row["p_value"]) == pytest.approx(
+            (r.delta, r.ci_low, r.ci_high, r.p_value))

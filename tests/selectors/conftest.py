@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataselect.config import DatasetConfig
-from dataselect.data import load_dataset
+from dataselect.core.config import DatasetConfig
+from dataselect.core.data import load_dataset
 from dataselect.features.text_metrics import text_metrics
 
 N_SAMPLE = 3000
@@ -24,8 +24,8 @@ CACHE_VERSION = "v2"
 
 def embed_minilm(texts: list[str]) -> np.ndarray:
     """Mean-pooled all-MiniLM-L6-v2 embeddings through the feature pipeline's plain path."""
+    from dataselect.core.models import load_encoder, load_tokenizer
     from dataselect.features.embeddings import embed_texts
-    from dataselect.models import load_encoder, load_tokenizer
 
     return embed_texts(texts, load_tokenizer("minilm"), load_encoder("minilm", device="cpu"),
                        pooling="mean", max_length=64, batch_size=64)

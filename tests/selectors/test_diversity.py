@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors import InvalidParameterError, get_selector
-from dataselect.selectors.diversity import joint_space
+from dataselect.selectors.semantic_lexical import joint_space
 
 # ---------------------------------------------------------------- semantic_lexical
 
@@ -122,8 +122,8 @@ def test_stratified_coreset_bin_counts_are_exact(sst2_features, budget):
     assert len(np.unique(sel.indices)) == budget
 
 
-def test_stratified_coreset_takes_the_most_central_rows_of_each_bin(sst2_features):
-    sel = get_selector("stratified_coreset").select(sst2_features, 200, 0)
+def test_stratified_coreset_nearest_takes_the_most_central_rows_of_each_bin(sst2_features):
+    sel = get_selector("stratified_coreset", within="nearest").select(sst2_features, 200, 0)
     keys = _bins_brute_force(sst2_features, ("label", "token_count", "flesch_reading_ease"), (0, 4, 4))
     x = sst2_features["embedding"].astype(np.float64)
     for b, share in zip(sorted(set(keys)), sel.info["allocation"], strict=True):
@@ -131,6 +131,43 @@ def test_stratified_coreset_takes_the_most_central_rows_of_each_bin(sst2_feature
         dist = np.linalg.norm(x[rows] - x[rows].mean(axis=0), axis=1)
         want = set(rows[np.argsort(dist, kind="stable")[:share]].tolist())
         assert {int(i) for i in sel.indices if keys[i] == b} == want
+
+
+def _herd_reference(x: np.ndarray, k: int) -> list[int]:
+    """Textbook herding: each step the row whose addition brings the mean closest to mu."""
+    mu, s, picks = x.mean(axis=0), np.zeros(x.shape[1]), []
+    for t in range(k):
+        gap = [np.inf if i in picks else np.linalg.norm((s + x[i]) / (t + 1) - mu) for i in range(len(x))]
+        picks.append(int(np.argmin(gap)))
+        s += x[picks[-1]]
+    return picks
+
+
+def test_stratified_coreset_herds_each_bin_toward_its_mean(sst2_features):
+    sel = get_selector("stratified_coreset").select(sst2_features, 150, 0)
+    keys = _bins_brute_force(sst2_features, ("label", "token_count", "flesch_reading_ease"), (0, 4, 4))
+    x = sst2_features["embedding"].astype(np.float64)
+    for b, share in zip(sorted(set(keys)), sel.info["allocation"], strict=True):
+        if not share:
+            continue
+        rows = np.array([i for i, k in enumerate(keys) if k == b])
+        got = [int(i) for i in sel.indices if keys[i] == b]
+        assert got == rows[_herd_reference(x[rows], share)].tolist()  # in pick order
+
+
+def test_stratified_coreset_herding_is_less_redundant_than_nearest(sst2_features):
+    """The defect it fixes: nearest-to-mean picks crowd the centre of each bin."""
+    x = sst2_features["embedding"] / np.linalg.norm(sst2_features["embedding"], axis=1, keepdims=True)
+
+    def nn_gap(idx):
+        d = 1 - x[idx] @ x[idx].T
+        np.fill_diagonal(d, np.inf)
+        return d.min(axis=1).mean()
+
+    herd = nn_gap(get_selector("stratified_coreset").select(sst2_features, 150, 0).indices)
+    near = nn_gap(get_selector("stratified_coreset", within="nearest").select(sst2_features, 150, 0).indices)
+    rand = np.mean([nn_gap(get_selector("random").select(sst2_features, 150, s).indices) for s in range(5)])
+    assert near < 0.9 * rand and herd > near * 1.05
 
 
 _CHILD = textwrap.dedent("""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors import InvalidParameterError, get_selector
-from dataselect.selectors.hybrid import InsufficientStageError, rank_normalise
+from dataselect.selectors.fusion import rank_normalise
+from dataselect.selectors.pipeline import InsufficientStageError
 
 _STAGES = [
-    {"name": "perplexity", "params": {"p_low": 0.05, "p_high": 0.95}, "keep": 0.6},
+    {"name": "perplexity", "params": {"q_low": 0.05, "q_high": 0.95}, "keep": 0.6},
     {"name": "kcenter", "params": {"metric": "cosine"}, "keep": 700},
     {"name": "el2n", "params": {"hidden": 8, "epochs": 2, "n_runs": 1}},
 ]
@@ -63,7 +64,7 @@ def test_pipeline_params_seeded_and_required():
     assert pipe.required() == ("embedding", "label", "token_count", "flesch_reading_ease")
     params = pipe.params()
     assert params["stages"][0] == {"name": "stratified_coreset", "keep": 0.5, "params": {
-        "attributes": ["label", "token_count", "flesch_reading_ease"], "n_bins": 4, "per_class": "none"}}
+        "attributes": ["label", "token_count", "flesch_reading_ease"], "n_bins": 4, "within": "herding", "per_class": "none"}}
     assert get_selector("pipeline", **{k: v for k, v in params.items() if k != "per_class"}) == pipe
     seeded = get_selector("pipeline", stages=[{"name": "herding", "keep": 0.5}, {"name": "kcenter"}])
     assert seeded.seeded is True
@@ -119,7 +120,7 @@ def test_fusion_by_score_direction_and_weights(sst2_features):
     n = len(sst2_features["label"])
     ppl = sst2_features["perplexity"]
     tok = sst2_features["token_count"]
-    member = {"name": "perplexity", "params": {"rank_by": "perplexity", "p_low": 0, "p_high": 1},
+    member = {"name": "perplexity", "params": {"rank_by": "perplexity", "q_low": 0, "q_high": 1},
               "by": "score"}
     low = get_selector("fusion", members=[{**member, "descending": False}]).select(sst2_features, 50, 0)
     high = get_selector("fusion", members=[member]).select(sst2_features, 50, 0)
@@ -128,7 +129,7 @@ def test_fusion_by_score_direction_and_weights(sst2_features):
     # Two members by score: fused = weighted mean of rank-normalised values (ties averaged).
     two = get_selector("fusion", members=[
         {**member, "weight": 3.0},
-        {"name": "perplexity", "params": {"rank_by": "token_count", "p_low": 0, "p_high": 1},
+        {"name": "perplexity", "params": {"rank_by": "token_count", "q_low": 0, "q_high": 1},
          "by": "score", "weight": 1.0},
     ]).select(sst2_features, 100, 0)
     from scipy.stats import rankdata
@@ -154,7 +155,7 @@ def test_fusion_params_seeded_required_and_errors():
     assert f.params()["members"][1] == {"name": "stratified_coreset", "weight": 0.5, "by": "order",
                                         "descending": True, "rows": "all", "params": {
                                             "attributes": ["label", "token_count", "flesch_reading_ease"],
-                                            "n_bins": 4, "per_class": "none"}}
+                                            "n_bins": 4, "within": "herding", "per_class": "none"}}
     assert get_selector("fusion", members=[{"name": "herding"}, {"name": "el2n"}]).seeded is True
     cases = [
         ([], r"Fusion\.members must be a non-empty list"),
@@ -177,7 +178,8 @@ def test_fusion_params_seeded_required_and_errors():
 def test_bad_nested_params_fail_at_config_load():
     import yaml
 
-    from dataselect.config import ConfigError, parse_config
+    from dataselect.core.errors import ConfigError
+    from dataselect.sweep.study import parse_study
 
     text = """
 name: g
@@ -187,7 +189,7 @@ selectors:
     label: quality-diversity-importance
     params:
       stages:
-        - {name: perplexity, params: {p_low: 0.1, p_high: 0.9}, keep: 0.5}
+        - {name: perplexity, params: {q_low: 0.1, q_high: 0.9}, keep: 0.5}
         - {name: semantic_lexical, params: {lexical_weight: 0.3}, keep: 0.5}
         - {name: el2n, params: {keep: lowest}}
   - name: fusion
@@ -196,12 +198,12 @@ selectors:
         - {name: el2n, weight: 0.5}
         - {name: kcenter, params: {metric: cosine}, rows: budget, weight: 0.5}
 """
-    cfg = parse_config(yaml.safe_load(text), check_paths=False)
+    cfg = parse_study(yaml.safe_load(text), check_paths=False)
     assert [s.key for s in cfg.selectors] == ["quality-diversity-importance", "fusion"]
     bad = text.replace("lexical_weight: 0.3", "lexical_weight: 3")
     with pytest.raises(ConfigError, match=r"selectors\[0\]\.params: Pipeline\.stages\[1\]: "
                                           r"SemanticLexical\.lexical_weight must be a number in \[0, 1\]; got 3"):
-        parse_config(yaml.safe_load(bad), check_paths=False)
+        parse_study(yaml.safe_load(bad), check_paths=False)
     bad = text.replace("name: kcenter", "name: kcentre")
     with pytest.raises(ConfigError, match=r"selectors\[1\]\.params: Fusion\.members\[1\]: unknown selector 'kcentre'"):
-        parse_config(yaml.safe_load(bad), check_paths=False)
+        parse_study(yaml.safe_load(bad), check_paths=False)

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors import InvalidParameterError, get_selector
 from dataselect.selectors.dynamics import head_logits, init_head, standardize, train_head
-from dataselect.selectors.importance import (
-    ForgettingTracker,
-    count_forgetting,
-    el2n_scores,
-    grand_scores,
-)
+from dataselect.selectors.el2n import el2n_scores
+from dataselect.selectors.forgetting import ForgettingTracker, count_forgetting
+from dataselect.selectors.grand import grand_scores
 
 
 def _naive_grand(heads, x, y):
@@ -197,12 +194,13 @@ def test_importance_errors_are_one_line():
 
 def test_el2n_scores_are_shared_across_budget_and_keep(sst2_features, monkeypatch):
     """The memo serves el2n at another budget or keep; a new seed or pool recomputes."""
-    from dataselect.selectors import importance, memo
+    from dataselect.selectors import el2n as el2n_module
+    from dataselect.selectors import memo
 
     monkeypatch.setattr(memo, "_CACHE", {})
     calls = []
-    real = importance.el2n_scores
-    monkeypatch.setattr(importance, "el2n_scores", lambda *a: calls.append(1) or real(*a))
+    real = el2n_module.el2n_scores
+    monkeypatch.setattr(el2n_module, "el2n_scores", lambda *a: calls.append(1) or real(*a))
     feats = {"embedding": sst2_features["embedding"][:400], "label": sst2_features["label"][:400]}
     hard = get_selector("el2n", hidden=8, epochs=2, n_runs=1).select(feats, 40, 0)
     easy = get_selector("el2n", hidden=8, epochs=2, n_runs=1, keep="lowest").select(feats, 80, 0)

@@ -9,12 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from dataselect.errors import DataError
+from dataselect.core.errors import DataError
 from dataselect.selectors import InvalidParameterError, get_selector
+from dataselect.selectors.ccs import ccs_allocation
 from dataselect.selectors.crossfit import crossfit_proba
-from dataselect.selectors.kmeans import kmeans_plusplus
+from dataselect.selectors.difficulty import PREPARED
+from dataselect.selectors.kmeans import kmeans_parallel_init
 from dataselect.selectors.neighbours import knn_table
-from dataselect.selectors.pruning import ccs_allocation
 
 SMALL_HEAD = {"hidden": 4, "epochs": 2, "n_runs": 1}
 
@@ -55,10 +56,10 @@ def test_knn_table_matches_dense_argsort_and_never_lists_the_row_itself():
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_kmeans_plusplus_puts_one_centre_in_each_far_blob(seed):
+def test_kmeans_parallel_init_puts_one_centre_in_each_far_blob(seed):
     # A random sample of rows (FAISS's start) misses a blob in most draws at k = 6.
     x, blob, centres = _blobs([20] * 6, seed=seed)
-    init = kmeans_plusplus(x, 6, np.random.default_rng(seed))
+    init = kmeans_parallel_init(x, 6, np.random.default_rng(seed))
     nearest = np.linalg.norm(init[:, None] - centres[None], axis=-1).argmin(axis=1)
     assert sorted(nearest.tolist()) == list(range(6))
 
@@ -222,7 +223,7 @@ def test_ccs_hand_worked_strata(budget, alloc, seed):
 
 def test_ccs_samples_uniformly_inside_a_stratum():
     f = {"d": _CCS_SCORES}
-    draws = [get_selector("ccs", score="column:d", n_strata=4).select(f, 10, s).indices
+    draws = [get_selector("ccs", score="column:d", beta=0.1, n_strata=4).select(f, 10, s).indices
              for s in range(40)]
     hits = np.bincount(np.concatenate(draws), minlength=20)
     # Stratum 3 gets 4 of its 9 rows per draw: every row shows up, none always.
@@ -262,12 +263,12 @@ def test_ccs_allocation_is_algorithm_1(seed):
         assert alloc.sum() == budget and (alloc <= sizes).all()
 
 
-def test_ccs_el2n_default_reuses_the_el2n_selector_scores():
+def test_ccs_el2n_reuses_the_el2n_selector_scores():
     f = _toy(n=90)
     el2n = get_selector("el2n", **SMALL_HEAD).select(f, 90, 5)
     by_row = np.empty(90)
     by_row[el2n.indices] = el2n.scores
-    sel = get_selector("ccs", score_params=SMALL_HEAD, beta=0.0).select(f, 30, 5)
+    sel = get_selector("ccs", score="el2n", score_params=SMALL_HEAD, beta=0.0).select(f, 30, 5)
     np.testing.assert_array_equal(sel.scores, by_row[sel.indices])
 
 
@@ -280,12 +281,16 @@ def test_margin_and_forgetting_difficulty():
     margin = proba[np.arange(90), y] - proba[np.arange(90), 1 - y]
     np.testing.assert_allclose(sel.scores, 1 - margin[sel.indices])
     # Never-learned rows (inf) become the hardest finite value, so they are pruned first.
-    forget = get_selector("d2", score="forgetting", score_params={"hidden": 0, "epochs": 2, "lr": 1e-6})
+    forget = get_selector("d2", score="forgetting", score_params={"hidden": 0, "epochs": 2, "lr": 1e-6},
+                          per_class="none")
     out = forget.select(f, 20, 0)
     assert np.isfinite(out.scores).all() and out.info["score"] == "forgetting"
 
 
 # ---------------------------------------------------------------- d2
+
+_BARE = {"beta": 0.0, "per_class": "none"}  # the algorithm alone, no pruning, one graph
+SMALL_FORGET = {"hidden": 4, "epochs": 3}
 
 
 def _d2_reference(x, s, budget, k, gamma_f, gamma_r):
@@ -310,8 +315,8 @@ def test_d2_matches_dense_reference(seed, k, gamma_f, gamma_r):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(40, 3))
     s = rng.random(40)
-    sel = get_selector("d2", score="column:s", n_neighbors=k, gamma_f=gamma_f,
-                       gamma_r=gamma_r).select({"embedding": x, "s": s}, 15, 0)
+    sel = get_selector("d2", score="column:s", n_neighbors=k, gamma_f=gamma_f, gamma_r=gamma_r,
+                       **_BARE).select({"embedding": x, "s": s}, 15, 0)
     picks, scores = _d2_reference(x, s, 15, k, gamma_f, gamma_r)
     assert sel.indices.tolist() == picks
     np.testing.assert_allclose(sel.scores, scores, rtol=1e-10)
@@ -319,18 +324,18 @@ def test_d2_matches_dense_reference(seed, k, gamma_f, gamma_r):
 
 def test_d2_prunes_hardest_first_and_needs_non_negative_difficulty():
     f = _toy()
-    sel = get_selector("d2", score="column:hard", beta=0.5).select(f, 10, 0)
+    sel = get_selector("d2", score="column:hard", prune_score=None, beta=0.5, per_class="none").select(f, 10, 0)
     assert f["hard"][sel.indices].max() <= np.sort(f["hard"])[29]
     f["hard"][4] = -0.1
     with pytest.raises(DataError, match=r"D2 needs non-negative difficulty.*first at row 4"):
-        get_selector("d2", score="column:hard").select(f, 10, 0)
+        get_selector("d2", score="column:hard", **_BARE).select(f, 10, 0)
 
 
 # ---------------------------------------------------------------- all four
 
 _ALL = [("typiclust", {}), ("probcover", {}), ("ccs", {"score": "column:hard"}),
-        ("d2", {"score": "column:hard"}), ("ccs", {"score_params": SMALL_HEAD}),
-        ("d2", {"score": "margin", "beta": 0.1})]
+        ("d2", {"score": "column:hard", "beta": 0.0}), ("ccs", {"score": "el2n", "score_params": SMALL_HEAD}),
+        ("d2", {"score": "margin", "beta": 0.1}), ("ccs", {}), ("d2", {"score_params": SMALL_FORGET})]
 
 
 @pytest.mark.parametrize(("name", "params"), _ALL)
@@ -368,8 +373,12 @@ def test_per_class_picks_global_rows_by_class_share(name, params, per_class):
     ("ccs", {"score": "column:"}, r"CCS\.score must be one of"),
     ("ccs", {"beta": 1.0}, r"CCS\.beta must be a number in \[0, 1\)"),
     ("ccs", {"score": "column:d", "score_params": {"hidden": 3}}, r"CCS\.score_params must be empty"),
-    ("ccs", {"score_params": {"hiden": 3}}, r"CCS\.score_params: EL2N has no parameter\(s\) \['hiden'\]"),
-    ("ccs", {"score_params": {"epochs": 0}}, r"CCS\.score_params: EL2N\.epochs must be an int >= 1"),
+    ("ccs", {"score": "el2n", "score_params": {"hiden": 3}},
+     r"CCS\.score_params: EL2N has no parameter\(s\) \['hiden'\]"),
+    ("ccs", {"score": "el2n", "score_params": {"epochs": 0}}, r"CCS\.score_params: EL2N\.epochs must be an int >= 1"),
+    ("d2", {"prune_score": "aum"}, r"D2\.prune_score must be one of"),
+    ("d2", {"prune_score_params": {"n_folds": 1}}, r"D2\.prune_score_params\.n_folds must be"),
+    ("d2", {"prune_score": None, "prune_score_params": {"C": 2.0}}, r"D2\.prune_score_params must be empty"),
     ("d2", {"score": "margin", "score_params": {"n_folds": 1}}, r"D2\.score_params\.n_folds must be"),
     ("d2", {"gamma_r": -1}, r"D2\.gamma_r must be a number >= 0"),
 ])
@@ -379,13 +388,102 @@ def test_bad_parameters_name_owner_field_and_value(name, params, message):
 
 
 def test_params_report_resolved_scorer_defaults_and_required_columns():
-    p = get_selector("ccs").params()
+    p = get_selector("ccs", score="el2n").params()
     assert p["score_params"]["n_runs"] == 5 and "keep" not in p["score_params"]
-    assert get_selector("ccs", score="margin").params()["score_params"] == {"n_folds": 5, "C": 1.0}
+    assert get_selector("ccs").params()["score_params"] == {"n_folds": 5, "C": 1.0}
     assert get_selector("ccs", score="column:d").required() == ("d",)
-    assert get_selector("d2", score="column:d").required() == ("embedding", "d")
+    assert get_selector("d2", score="column:d", beta=0.0).inner.required() == ("embedding", "d")
+    assert get_selector("d2", score="column:d").inner.required() == ("embedding", "d", "label")  # margin pruning
     assert get_selector("d2").required() == ("embedding", "label")
     assert get_selector("probcover").required() == ("embedding", "label")
     assert get_selector("probcover", n_clusters=4).required() == ("embedding",)
-    assert get_selector("d2", score="column:d").seeded is False
+    assert get_selector("d2", score="column:d", beta=0.0).seeded is False
     assert get_selector("d2").seeded is True
+
+
+# ---------------------------------------------------------------- the authors' recipes; per-class scoring
+
+
+def test_d2_defaults_are_the_authors_cifar_recipe():
+    """adymaharana/d2pruning README: --coreset-key forgetting --mis-ratio 0.4 (mis-key AUM)
+    --n-neighbor 5 --gamma 0.1 --coreset-mode class --label-balanced."""
+    sel = get_selector("d2")
+    p = sel.params()
+    assert (p["score"], p["prune_score"], p["beta"], p["n_neighbors"], p["gamma_f"], p["gamma_r"],
+            p["per_class"]) == ("forgetting", "margin", 0.4, 5, 1.0, 0.1, "balanced")
+    assert p["prune_score_params"] == {"n_folds": 5, "C": 1.0}
+    assert get_selector("d2", per_class="none").params()["per_class"] == "none"  # the bare algorithm on request
+
+
+def test_ccs_defaults_are_the_authors_recipe_at_90_percent_pruning():
+    """haizhongzheng/Coverage-centric-coreset-selection README: --coreset-key accumulated_margin
+    --mis-ratio 0.3 at coreset ratio 0.1, 50 strata."""
+    p = get_selector("ccs").params()
+    assert (p["score"], p["beta"], p["n_strata"], p["per_class"]) == ("margin", 0.3, 50, "none")
+
+
+def _pool_columns(name, params, f, budget, seed):
+    """What PerClass computes on the whole pool: the inner selector's prepare, same generator."""
+    sel = get_selector(name, per_class="balanced", **params)
+    rng = np.random.default_rng(seed)
+    prep = np.random.default_rng(rng.integers(0, 2**63 - 1))
+    return sel.inner.prepare(f, len(f["label"]), budget, prep)
+
+
+def test_d2_recipe_prunes_by_pool_margin_and_balances_classes():
+    f = _toy(n=120)
+    sel = get_selector("d2", score_params=SMALL_FORGET).select(f, 20, 3)
+    cols = _pool_columns("d2", {"score_params": SMALL_FORGET}, f, 20, 3)
+    pruned = cols[PREPARED[2]]
+    assert pruned.sum() == 48  # 40 % of the pool, chosen on the whole pool
+    assert not pruned[sel.indices].any()  # no pruned row is ever picked
+    # the pruned rows are the hardest by the pool's out-of-fold margin
+    margin = cols[PREPARED[1]]
+    assert margin[pruned].min() >= margin[~pruned].max()
+    assert np.bincount(f["label"][sel.indices], minlength=2).tolist() == [10, 10]
+    assert set(sel.info["classes"]["0"]) >= {"n_pruned", "scored_on"}
+
+
+@pytest.mark.parametrize(("name", "params"), [
+    ("ccs", {}),  # margins: a classifier cannot be cross-fitted inside one class
+    ("ccs", {"score": "el2n", "score_params": {"hidden": 4, "epochs": 2, "n_runs": 1}}),
+    ("d2", {"score_params": SMALL_FORGET}),
+])
+def test_per_class_scores_come_from_the_whole_pool(name, params):
+    """Inside each class the scores are the pool's (the same numbers a pool-wide run computes),
+    not a head trained on one class -- which used to raise, one class having nothing to tell apart."""
+    f = _toy(n=120)
+    sel = get_selector(name, per_class="balanced", **params).select(f, 24, 5)
+    cols = _pool_columns(name, params, f, 24, 5)
+    assert np.bincount(f["label"][sel.indices], minlength=2).tolist() == [12, 12]
+    if name == "ccs":  # CCS's scores are each pick's difficulty
+        np.testing.assert_array_equal(sel.scores, cols[PREPARED[0]][sel.indices])
+
+
+@pytest.mark.parametrize("name", ["el2n", "forgetting", "grand"])
+def test_importance_per_class_ranks_the_pool_scores_inside_each_class(name):
+    params = {"hidden": 4, "epochs": 3} | ({"n_runs": 1} if name == "el2n" else {}) | (
+        {"n_inits": 1} if name == "grand" else {})
+    params.pop("epochs") if name == "grand" else None
+    f = _toy(n=120)
+    sel = get_selector(name, per_class="proportional", **params).select(f, 30, 2)
+    cols = _pool_columns(name, params, f, 30, 2)
+    score = cols["_pool_score"]
+    for c in (0, 1):
+        rows = np.flatnonzero(f["label"] == c)
+        mine = sel.indices[f["label"][sel.indices] == c]
+        # the class's picks are its highest pool scores (ties broken by the pool's order)
+        assert set(mine) == set(rows[np.lexsort((cols["_pool_tiebreak"][rows], -score[rows]))[:len(mine)]])
+
+
+def test_a_class_short_of_unpruned_rows_takes_back_its_least_hard():
+    """Pool pruning can leave a class fewer rows than its balanced share; it keeps its share."""
+    rng = np.random.default_rng(0)
+    label = np.r_[np.zeros(50, int), np.ones(50, int)]
+    hard = np.r_[rng.uniform(0.6, 1.0, 50), rng.uniform(0.0, 0.4, 50)]  # class 0 is all hard
+    f = {"embedding": rng.normal(size=(100, 3)), "label": label, "hard": hard}
+    sel = get_selector("ccs", score="column:hard", beta=0.45, n_strata=3, per_class="balanced").select(f, 20, 0)
+    assert np.bincount(label[sel.indices], minlength=2).tolist() == [10, 10]
+    zero = sel.indices[label[sel.indices] == 0]
+    # 45 of class 0's 50 rows were pruned: its 5 unpruned + the 5 least hard pruned
+    assert set(zero) == set(np.flatnonzero(label == 0)[np.argsort(hard[:50])[:10]])

@@ -11,14 +11,16 @@ from dataselect.selectors import InvalidParameterError, get_selector
 from dataselect.selectors.partitioned import (
     PARTITIONABLE,
     Partitioned,
-    _balance_offsets,
+    chain_order,
+    herding_targets,
+    resolve_partitions,
+)
+from dataselect.selectors.partitioning import (
     assign_partitions,
     auto_partitions,
-    chain_order,
+    balance_offsets,
     fit_partitions,
-    herding_targets,
     plan_partitions,
-    resolve_partitions,
     split_budget,
 )
 from dataselect.selectors.stratify import balanced_shares, class_shares
@@ -131,14 +133,14 @@ def test_balance_offsets_meet_the_cap_and_move_rows_only_out_of_full_cells(seed)
     rng = np.random.default_rng(seed)
     cost = rng.normal(size=(500, 5)) + np.array([-3.0, 0, 0, 0, 1])  # cell 0 is everyone's favourite
     cap = 110
-    b = _balance_offsets(cost, cap)
+    b = balance_offsets(cost, cap)
     owner = (cost + b).argmin(1)
     assert np.bincount(owner, minlength=5).max() <= cap
     before = cost.argmin(1)
     calm = b[before] == 0
     assert np.array_equal(owner[calm], before[calm]) and b.min() == 0 and b[0] > 0
     with pytest.raises(ValueError, match="cannot fit"):
-        _balance_offsets(cost, 99)
+        balance_offsets(cost, 99)
 
 
 @pytest.mark.parametrize("seed", [2, 3])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataselect.core.errors import InsufficientRowsError
 from dataselect.selectors import FeatureError, InvalidParameterError, get_selector
-from dataselect.selectors.perplexity import InsufficientRowsError
 
 
 def _band(ppl, lo, hi):
@@ -16,7 +16,7 @@ def _band(ppl, lo, hi):
 
 def test_random_picks_lie_in_quantile_band(sst2_features):
     ppl = sst2_features["perplexity"]
-    sel = get_selector("perplexity", p_low=0.2, p_high=0.7).select(sst2_features, 500, 0)
+    sel = get_selector("perplexity", q_low=0.2, q_high=0.7).select(sst2_features, 500, 0)
     in_band = _band(ppl, 0.2, 0.7)
     assert in_band[sel.indices].all()
     assert len(set(sel.indices.tolist())) == 500
@@ -45,7 +45,7 @@ def test_ranking_order_is_honoured(sst2_features, rank_by, descending):
 def test_ties_go_to_lower_row():
     ppl = np.linspace(1, 2, 10)
     tc = np.array([3, 1, 1, 2, 1, 5, 5, 1, 2, 2], dtype=float)
-    sel = get_selector("perplexity", p_low=0, p_high=1, rank_by="token_count").select(
+    sel = get_selector("perplexity", q_low=0, q_high=1, rank_by="token_count").select(
         {"perplexity": ppl, "token_count": tc}, 5, 0
     )
     assert sel.indices.tolist() == [1, 2, 4, 7, 3]
@@ -53,14 +53,14 @@ def test_ties_go_to_lower_row():
 
 def test_too_narrow_band_is_an_error(sst2_features):
     with pytest.raises(InsufficientRowsError, match=r"only \d+ of 3000 rows.*budget=1000"):
-        get_selector("perplexity", p_low=0.45, p_high=0.55).select(sst2_features, 1000, 0)
+        get_selector("perplexity", q_low=0.45, q_high=0.55).select(sst2_features, 1000, 0)
 
 
 def test_bad_params_and_missing_rank_feature():
-    for bad, field in [({"p_low": -0.1}, "p_low"), ({"p_high": 1.5}, "p_high"),
-                       ({"p_low": 0.6, "p_high": 0.5}, "p_high"), ({"rank_by": ""}, "rank_by"),
+    for bad, field in [({"q_low": -0.1}, "q_low"), ({"q_high": 1.5}, "q_high"),
+                       ({"q_low": 0.6, "q_high": 0.5}, "q_high"), ({"rank_by": ""}, "rank_by"),
                        ({"rank_by": "embedding"}, "rank_by"), ({"descending": "yes"}, "descending"),
-                       ({"p_low": float("nan")}, "p_low")]:
+                       ({"q_low": float("nan")}, "q_low")]:
         with pytest.raises(InvalidParameterError, match=rf"PerplexityFilter\.{field} must be"):
             get_selector("perplexity", **bad)
     with pytest.raises(FeatureError, match="flesch_reading_ease"):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataselect.errors import UserError
+from dataselect.core.errors import UserError
 from dataselect.selectors import available, get_selector
 
 _HEAD = {"hidden": 4, "epochs": 2}
@@ -29,8 +29,8 @@ PREFIX = [
     ("semantic_lexical", {}),
     ("semantic_lexical", {"lexical_weight": 0.0, "metric": "euclidean"}),
     ("perplexity", {"rank_by": "token_count"}),
-    ("perplexity", {"rank_by": "perplexity", "descending": True, "p_low": 0.0, "p_high": 1.0}),
-    ("pseudo_perplexity", {"rank_by": "pseudo_perplexity", "p_low": 0.0}),
+    ("perplexity", {"rank_by": "perplexity", "descending": True, "q_low": 0.0, "q_high": 1.0}),
+    ("pseudo_perplexity", {"rank_by": "pseudo_perplexity", "q_low": 0.0}),
     ("entropy", {}),
     ("entropy", {"keep": "low"}),
     ("self_filter", {}),
@@ -43,8 +43,8 @@ PREFIX = [
     ("el2n", {**_HEAD, "n_runs": 1}),
     ("el2n", {**_HEAD, "n_runs": 1, "keep": "lowest"}),
     ("forgetting", _HEAD),
-    ("d2", {"score_params": {**_HEAD, "n_runs": 1}}),
-    ("d2", {"score": "column:perplexity"}),
+    ("d2", {"score": "el2n", "score_params": {**_HEAD, "n_runs": 1}, "beta": 0.0, "per_class": "none"}),
+    ("d2", {"score": "column:perplexity", "beta": 0.0, "per_class": "none"}),
     ("fusion", {"members": [_EL2N, {"name": "herding", "weight": 0.5}]}),
     ("dsir", {}),
     ("dsir", {"top_k": True}),
@@ -59,7 +59,7 @@ NOT_PREFIX = [
     ("kmeans", {"n_clusters": 5}),
     ("typiclust", {}),
     ("probcover", {"n_clusters": 3}),
-    ("ccs", {"score_params": {**_HEAD, "n_runs": 1}}),
+    ("ccs", {}),
     ("stratified_coreset", {}),
     ("pipeline", {"stages": [{"name": "kcenter", "keep": 0.8}, {"name": "herding"}]}),
     ("perplexity", {}),
@@ -70,7 +70,8 @@ NOT_PREFIX = [
     ("llm_judge", {}),
     ("cleanlab", {}),
     ("consistency", {}),
-    ("d2", {"score": "column:perplexity", "beta": 0.1}),
+    ("d2", {"score": "column:perplexity", "beta": 0.1, "per_class": "none"}),
+    ("d2", {"score_params": _HEAD}),  # the authors' recipe: pruned, class-balanced
     ("fusion", {"members": [_EL2N, {"name": "kcenter", "rows": "budget"}]}),
     ("herding", {"per_class": "proportional"}),
     ("kcenter", {"per_class": "balanced"}),

@@ -9,12 +9,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from dataselect.config import parse_config
-from dataselect.errors import ConfigError, DataError
+from dataselect.core.errors import ConfigError, DataError, InsufficientRowsError
 from dataselect.selectors import InvalidParameterError, get_selector
 from dataselect.selectors.crossfit import crossfit_proba, encode_labels
-from dataselect.selectors.perplexity import InsufficientRowsError
-from dataselect.selectors.uncertainty import predictive_entropy
+from dataselect.selectors.score_band import predictive_entropy
+from dataselect.sweep.study import parse_study
 
 N_FLIP = 150  # 5 % of the 3000-row sample
 FAST = {"C": 0.1}  # stronger L2 converges faster and, on 3000 rows, recovers more flips
@@ -151,13 +150,13 @@ def test_wordpiece_ratio_keeps_high_low_band():
 def test_pseudo_perplexity_reuses_the_perplexity_band():
     rng = np.random.default_rng(0)
     ppl = rng.lognormal(size=200)
-    a = get_selector("pseudo_perplexity", p_low=0.2, p_high=0.8).select({"pseudo_perplexity": ppl}, 50, 3)
-    b = get_selector("perplexity", p_low=0.2, p_high=0.8).select({"perplexity": ppl}, 50, 3)
+    a = get_selector("pseudo_perplexity", q_low=0.2, q_high=0.8).select({"pseudo_perplexity": ppl}, 50, 3)
+    b = get_selector("perplexity", q_low=0.2, q_high=0.8).select({"perplexity": ppl}, 50, 3)
     np.testing.assert_array_equal(a.indices, b.indices)
     assert get_selector("pseudo_perplexity").required() == ("pseudo_perplexity",)
     assert get_selector("pseudo_perplexity", rank_by="pseudo_perplexity").required() == ("pseudo_perplexity",)
     with pytest.raises(InsufficientRowsError, match="rows have pseudo_perplexity in"):
-        get_selector("pseudo_perplexity", p_low=0.45, p_high=0.55).select({"pseudo_perplexity": ppl}, 100, 0)
+        get_selector("pseudo_perplexity", q_low=0.45, q_high=0.55).select({"pseudo_perplexity": ppl}, 100, 0)
 
 
 def test_llm_judge_excludes_flagged_rows():
@@ -215,7 +214,7 @@ def test_consistency_drops_rows_whose_prediction_flips(sst2_features):
     ("wordpiece_ratio", {"keep": "mid"}, "keep"), ("consistency", {"min_flips": 0}, "min_flips"),
     ("consistency", {"fill": "x"}, "fill"), ("llm_judge", {"ambiguous_max": "high"}, "ambiguous_max"),
     ("llm_judge", {"ambiguous_max": None, "sarcastic_max": None}, "ambiguous_max"),
-    ("llm_judge", {"fill": "best"}, "fill"), ("pseudo_perplexity", {"p_low": 2}, "p_low"),
+    ("llm_judge", {"fill": "best"}, "fill"), ("pseudo_perplexity", {"q_low": 2}, "q_low"),
 ])
 def test_bad_params_are_one_line_and_name_the_field(name, bad, field):
     with pytest.raises(InvalidParameterError) as exc:
@@ -239,13 +238,13 @@ def test_config_refuses_selector_whose_family_is_off(name):
            "selectors": [{"name": "random"}, {"name": name}], "grid": {"fractions": [0.1]}}
     field = {"llm_judge": "features.llm_judge", "consistency": "features.consistency_variants"}[name]
     with pytest.raises(ConfigError, match=rf"^selectors\[1\] \('{name}'\) reads feature '\w+': set {field}"):
-        parse_config(raw, check_paths=False)
+        parse_study(raw, check_paths=False)
     on = {"llm_judge": {"llm_judge": True}, "consistency": {"consistency_variants": 4}}[name]
     raw["features"] = {**raw["features"], **on}
-    parse_config(raw, check_paths=False)
+    parse_study(raw, check_paths=False)
     raw["features"] = {"encoder": "minilm", "perplexity_model": None, "llm_judge": True}
     with pytest.raises(ConfigError, match="llm_judge: true needs judge_model or perplexity_model"):
-        parse_config(raw, check_paths=False)
+        parse_study(raw, check_paths=False)
 
 
 _CHILD = textwrap.dedent("""

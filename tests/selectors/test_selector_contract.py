@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataselect.errors import DataError, UserError
+from dataselect.core.errors import DataError, UserError
 from dataselect.selectors import (
     FeatureError,
     InvalidParameterError,
@@ -35,8 +35,8 @@ _PARAMS = {
     "grand": {"hidden": 4, "n_inits": 1},
     "el2n": {**_HEAD, "n_runs": 1},
     "forgetting": _HEAD,
-    "ccs": {"score_params": {**_HEAD, "n_runs": 1}},
-    "d2": {"score_params": {**_HEAD, "n_runs": 1}},
+    "ccs": {},  # the authors' recipe: out-of-fold margins, 30 % pruned
+    "d2": {"score_params": _HEAD},  # the authors' recipe: forgetting, 40 % pruned by margin, per class
     "pipeline": {"stages": [{"name": "kcenter", "keep": 0.8}, {"name": "herding"}]},
     "fusion": {"members": [{"name": "el2n", "params": {**_HEAD, "n_runs": 1}},
                            {"name": "kcenter", "rows": "budget", "weight": 0.5}]},
@@ -131,7 +131,7 @@ def test_selection_contract(toy, name):
     with pytest.raises(ValueError):
         sel.indices[0] = 1  # frozen all the way down
     params = get_selector(name, **_params(name)).params()
-    assert params["per_class"] == "none"
+    assert params["per_class"] == ("balanced" if name == "d2" else "none")  # d2: the authors run it per class
     json.dumps(params)
 
 
@@ -185,7 +185,7 @@ def test_determinism_across_processes(sst2_features, tmp_path):
      ("perplexity", {"rank_by": "token_count"}), ("stratified_coreset", {}),
      ("pipeline", {"stages": [{"name": "stratified_coreset", "keep": 0.5}, {"name": "herding"}]}),
      ("fusion", {"members": [{"name": "herding", "rows": "budget"}, {"name": "stratified_coreset"}]}),
-     ("d2", {"score": "column:perplexity"})],
+     ("d2", {"score": "column:perplexity", "beta": 0.0, "per_class": "none"})],
 )
 def test_unseeded_selectors_ignore_the_seed(sst2_features, name, params):
     # The select stage shares one manifest across seeds for these: that is
@@ -204,8 +204,7 @@ def test_unseeded_selectors_ignore_the_seed(sst2_features, name, params):
                                               ("forgetting", {"hidden": 8, "epochs": 3}),
                                               ("typiclust", {}), ("probcover", {}),
                                               ("ccs", {"score": "margin"}),
-                                              ("d2", {"score_params": {"hidden": 8, "epochs": 2,
-                                                                       "n_runs": 1}})])
+                                              ("d2", {"score_params": {"hidden": 8, "epochs": 3}})])
 def test_seeded_selectors_use_the_seed(sst2_features, name, params):
     sel = get_selector(name, **params)
     assert sel.seeded is True

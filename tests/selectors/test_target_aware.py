@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from dataselect.errors import UserError
+from dataselect.core.errors import UserError
 from dataselect.features.ngrams import hash_bucket, hashed_ngrams
 from dataselect.selectors import get_selector
 from dataselect.selectors.dsir import bag_log_ratio, row_sums

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from dataselect.config import StudyConfig, parse_config
+from dataselect.core.config import StudyConfig
+from dataselect.sweep.study import parse_study
 
 
 def study_raw(sst2_dir: Path, out: Path, name: str, *, ray_tmp: Path, **over: Any) -> dict[str, Any]:
@@ -48,8 +49,8 @@ def ray_local(ray_tmp: Path):
     """One local Ray for the in-process sweep tests (ray.init costs ~3.5 s)."""
     import ray
 
-    from dataselect.config import RayConfig
-    from dataselect.ray_runtime import init_ray
+    from dataselect.core.config import RayConfig
+    from dataselect.sweep.ray_runtime import init_ray
 
     init_ray(RayConfig(num_cpus=2, temp_dir=str(ray_tmp)))
     yield
@@ -57,4 +58,4 @@ def ray_local(ray_tmp: Path):
 
 
 def make_cfg(raw: dict[str, Any]) -> StudyConfig:
-    return parse_config(raw)
+    return parse_study(raw)

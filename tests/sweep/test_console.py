@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dataselect import console
+from dataselect.sweep import console
 
 BENIGN = (b"[2026-12-01 00:00:22,652 E 1885 1885] core_worker.cc:2465: Actor with class name: "
           b"'MapWorker(MapBatches(EmbedBatch))' has constructor arguments in the object store and "
@@ -28,6 +28,7 @@ def _through_filter(capfd, writes: list[bytes]) -> tuple[str, str]:
     return capfd.readouterr().err, sink.getvalue()
 
 
+@pytest.mark.timing
 def test_native_lines_leave_the_console_but_bars_and_real_errors_stay(capfd):
     capfd.readouterr()
     bar = [b"\rembedding shards:  11%|# | 1/9 [00:25<03:24, 25.57s/shard]",
@@ -39,6 +40,7 @@ def test_native_lines_leave_the_console_but_bars_and_real_errors_stay(capfd):
     assert moved == (BENIGN + WARN).decode()
 
 
+@pytest.mark.timing
 def test_a_bracket_that_cannot_start_a_native_line_is_not_held_back(capfd):
     capfd.readouterr()
     sink = io.StringIO()
@@ -79,7 +81,7 @@ def test_raylet_notice_is_one_console_line_and_counted(tmp_path, caplog, capsys)
     finally:
         logging.getLogger("ray.raylet").removeHandler(keep)
     assert len(console.WORKER_DEATHS) == before + 1
-    ours = [r for r in caplog.records if r.name == "dataselect.console"]
+    ours = [r for r in caplog.records if r.name == "dataselect.sweep.console"]
     assert len(ours) == 1
     msg = ours[0].getMessage()
     assert msg.startswith("ray: A worker died or was killed while executing a task by an unexpected "
@@ -99,7 +101,7 @@ def test_other_output_passes_the_raylet_filter_unchanged(tmp_path, caplog, capsy
         print("a line (raylet) inside is not a notice")
     assert capsys.readouterr().out == ("report: runs/x/report/report.md\n\n"
                                        "a line (raylet) inside is not a notice\n")
-    ours = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "dataselect.sweep.console"]
     assert len(ours) == 1 and ours[0].startswith("ray: A worker died or was killed while executing a task;")
 
 
@@ -107,15 +109,16 @@ def test_stage_says_it_completed_in_spite_of_a_worker_death(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     with console.stage("features", tmp_path, tmp_path / "sweep.log"):
         console.WORKER_DEATHS.append("A worker died")
-    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.sweep.console"]
     assert lines == [f"features stage completed although 1 Ray worker(s) died: Ray re-ran their work; "
                      f"worker logs in {tmp_path / 'logs' / 'ray'}"]
     caplog.clear()
     with console.stage("select", tmp_path, tmp_path / "sweep.log"):
         pass
-    assert not [r for r in caplog.records if r.name == "dataselect.console"]
+    assert not [r for r in caplog.records if r.name == "dataselect.sweep.console"]
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(120)
 def test_a_real_worker_kill_inside_a_stage_is_said_once(tmp_path, caplog, ray_local):
     """A task's worker is SIGKILLed on its first attempt; Ray retries it; the stage says so."""
@@ -138,7 +141,21 @@ def test_a_real_worker_kill_inside_a_stage_is_said_once(tmp_path, caplog, ray_lo
         deadline = time.time() + 30  # the raylet's notice reaches the driver asynchronously
         while len(console.WORKER_DEATHS) == before and time.time() < deadline:
             time.sleep(0.2)
-    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.console"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "dataselect.sweep.console"]
     assert len(lines) == 2, lines
     assert lines[0].startswith("ray: A worker died")
     assert lines[1].startswith("select stage completed although 1 Ray worker(s) died")
+
+
+def test_closing_lines_print_the_headline_then_where_to_look(tmp_path):
+    from dataselect.sweep.console import closing_lines
+
+    rep = tmp_path / "s" / "report"
+    rep.mkdir(parents=True)
+    (rep / "headline.txt").write_text("- At 5 %, **no selector beats random**.\n\n  rows\n")
+    lines = closing_lines(rep / "report.md")
+    assert lines[0].startswith("- At 5 %, **no selector beats random**.") and "  rows" in lines[0]
+    assert lines[-2:] == [f"report: {rep / 'report.md'}",
+                          f"TensorBoard: tensorboard --logdir {tmp_path / 's' / 'tensorboard'}"]
+    (rep / "headline.txt").unlink()  # a report from before headlines existed: paths only
+    assert closing_lines(rep / "report.md")[0].startswith("report: ")

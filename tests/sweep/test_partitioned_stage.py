@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataselect.config import parse_config
-from dataselect.features.store import read_columns, save_embedding_table
-from dataselect.manifest import read_manifest
-from dataselect.select_stage import budget_for, run_select_stage
+from dataselect.core.manifest import read_manifest
+from dataselect.features.table_ref import read_columns, save_embedding_table
 from dataselect.selectors import get_selector
+from dataselect.sweep.select_stage import budget_for, run_select_stage
+from dataselect.sweep.study import parse_study
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_read_columns_streams_shards_into_frame_order(table):
 
 
 def _cfg(sst2_dir, tmp_path, ray_tmp, selectors, seeds=(0, 1)):
-    return parse_config({
+    return parse_study({
         "name": "part", "output_dir": str(tmp_path), "dataset": {"source": str(sst2_dir)},
         "selectors": selectors, "grid": {"fractions": [0.1], "seeds": list(seeds), "full_reference": False},
         "trainer": {"mode": "probe"}, "ray": {"num_cpus": 2, "temp_dir": str(ray_tmp)},

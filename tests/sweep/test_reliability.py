@@ -14,10 +14,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from dataselect.errors import ReportError
+from dataselect.core.errors import ReportError
 from dataselect.report import count_column, write_report
-from dataselect.subsets import share_column
-from dataselect.sweep import run_sweep
+from dataselect.report.subsets import share_column
+from dataselect.sweep.run import run_sweep
 
 from .conftest import make_cfg, study_raw
 
@@ -67,7 +67,7 @@ def test_label_names_of_any_spelling_reach_every_table(odd_study):
     assert [c.replace("\0", "|") for c in cells[3:8]] == [f"{n} share" for n in NAMES]
     study = json.loads((cfg.study_dir / "study.json").read_text())
     assert study["dataset"]["label_names"] == NAMES
-    for fig in ("metrics_vs_fraction.png", "overlap.png"):
+    for fig in ("forest.png", "efficiency.png", "overlap.png"):
         assert (report.parent / fig).read_bytes()[:4] == b"\x89PNG"
 
 
@@ -93,7 +93,6 @@ def test_a_failed_report_keeps_every_result_and_rebuilds_from_disk(sst2_dir, tmp
 
     import dataselect.report as report_mod
     from dataselect.cli import app as cli_app
-    from dataselect.sweep import app as sweep_app
 
     raw = study_raw(sst2_dir, tmp_path / "out", "noreport", ray_tmp=ray_tmp,
                     grid={"fractions": [0.25], "seeds": [0, 1], "full_reference": False})
@@ -105,7 +104,7 @@ def test_a_failed_report_keeps_every_result_and_rebuilds_from_disk(sst2_dir, tmp
         raise KeyError("share_Sci/Tech")
 
     monkeypatch.setattr(report_mod, "write_report", broken)
-    res = CliRunner().invoke(sweep_app, [str(path)])
+    res = CliRunner().invoke(cli_app, ["sweep", str(path)])
     assert res.exit_code == 1, res.output
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, res.stderr
@@ -133,7 +132,7 @@ def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(odd_study, m
     def fail(*a, **k):
         raise ValueError("figure failed")
 
-    monkeypatch.setattr("dataselect.report._overlap_figure", fail)
+    monkeypatch.setattr("dataselect.report.markdown.overlap_figure", fail)
     with pytest.raises(ValueError, match="figure failed"):
         write_report(cfg.study_dir)
     assert {p.name: p.read_bytes() for p in report.parent.iterdir()} == before

@@ -18,7 +18,7 @@ import yaml
 
 from .conftest import short_tmp, study_raw
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timing]
 
 
 def _finished(study: Path) -> set[str]:

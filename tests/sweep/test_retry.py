@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dataselect.sweep import TrialError, run_trial_reported, trial_name_for
+from dataselect.sweep.trial import TrialError, run_trial_reported, trial_name_for
 
 from .conftest import short_tmp, study_raw
 
@@ -35,6 +35,7 @@ def ray_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.timing
 @pytest.mark.slow
 def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
     raw = study_raw(sst2_dir, tmp_path / "out", "retry", ray_tmp=ray_dir,
@@ -80,7 +81,7 @@ def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
     assert all(len(t) == 1 for name, t in tries.items() if name != killed)
     assert not (study / "sweep.lock").exists()
     # Console: where the logs are comes first; worker chatter stays in the logs.
-    assert text.splitlines()[0].split("INFO ")[-1].startswith("__main__: logs: "), text[:500]
+    assert text.splitlines()[0].split("INFO ")[-1].startswith("dataselect.sweep.run: logs: "), text[:500]
     assert "LOAD REPORT" not in text and "(run_trial" not in text
     assert f"trial {killed} lost its worker (failure 1 of at most 2 retries)" in text
     assert text.count(" done: accuracy ") == 4 and "(4/4)" in text
@@ -88,7 +89,7 @@ def test_kill_9_of_a_trial_worker_is_retried(sst2_dir, tmp_path, ray_dir):
 
 
 def test_own_error_is_reported_then_raised_without_retries(tmp_path, monkeypatch):
-    from dataselect.tune_callbacks import NoRetryOnOwnError
+    from dataselect.sweep.callbacks import NoRetryOnOwnError
 
     reported = []
     monkeypatch.setattr("ray.tune.report", lambda metrics, **kw: reported.append(metrics))
@@ -112,7 +113,7 @@ def test_own_error_is_reported_then_raised_without_retries(tmp_path, monkeypatch
 def test_route_logs_keeps_third_party_chatter_off_the_console(tmp_path, capsys):
     import logging
 
-    from dataselect.console import route_logs
+    from dataselect.sweep.console import route_logs
 
     console = logging.StreamHandler()  # stands in for the CLI's console handler
     root = logging.getLogger()
@@ -143,15 +144,15 @@ def test_worker_crash_in_a_stage_is_one_line_naming_the_logs(sst2_dir, tmp_path,
                                                              monkeypatch):
     import ray.exceptions
 
-    from dataselect.errors import StageError, error_lines
-    from dataselect.sweep import run_sweep
+    from dataselect.core.errors import StageError, error_lines
+    from dataselect.sweep.run import run_sweep
 
     from .conftest import make_cfg
 
     def crash(cfg, ds):
         raise ray.exceptions.WorkerCrashedError()
 
-    monkeypatch.setattr("dataselect.sweep._features", crash)
+    monkeypatch.setattr("dataselect.sweep.run.stage_features", crash)
     cfg = make_cfg(study_raw(sst2_dir, tmp_path, "crash", ray_tmp=ray_tmp))
     with pytest.raises(StageError) as info:
         run_sweep(cfg)
@@ -167,7 +168,7 @@ def test_worker_crash_in_a_stage_is_one_line_naming_the_logs(sst2_dir, tmp_path,
         raise ValueError("a bug in the stage")
 
     # A bug is one line too, named as ours; its traceback (cause chain included) is in the log file.
-    monkeypatch.setattr("dataselect.sweep._features", bug)
+    monkeypatch.setattr("dataselect.sweep.run.stage_features", bug)
     with pytest.raises(StageError) as info:
         run_sweep(cfg)
     lines = error_lines(info.value)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataselect.manifest import read_manifest, write_manifest
-from dataselect.select_stage import PROVENANCE_KEYS, SLICED_KEY, budget_for, run_select_stage
+from dataselect.core.manifest import read_manifest, write_manifest
 from dataselect.selectors import get_selector
+from dataselect.sweep.select_stage import PROVENANCE_KEYS, SLICED_KEY, budget_for, run_select_stage
 
 from .conftest import make_cfg, study_raw
 
@@ -23,7 +23,7 @@ SELECTORS = [
     {"name": "random"},
     # The band holds ~30 % of the rows: the 40 % run fails, the smaller budgets must not.
     {"name": "perplexity", "label": "ppl-ranked",
-     "params": {"p_low": 0.0, "p_high": 0.3, "rank_by": "perplexity"}},
+     "params": {"q_low": 0.0, "q_high": 0.3, "rank_by": "perplexity"}},
     {"name": "herding", "label": "herding-pc", "params": {"per_class": "proportional"}},
 ]
 

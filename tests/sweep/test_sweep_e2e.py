@@ -13,7 +13,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dataselect.report import format_mean_std, write_report
-from dataselect.sweep import run_sweep, trial_name_for
+from dataselect.sweep.run import run_sweep
+from dataselect.sweep.trial import trial_name_for
 
 from .conftest import make_cfg, study_raw
 
@@ -94,7 +95,7 @@ def test_report_agrees_with_results(probe_study):
     assert "full (whole pool)" in text
     assert "Seeds: 2" in text and "Pool: 240 training rows" in text
     assert "paired t-test" in text and "stand-in" in text  # minilm stands in for ModernBERT
-    for fig in ("metrics_vs_fraction.png", "cost_vs_accuracy.png"):
+    for fig in ("forest.png", "efficiency.png", "cost.png"):
         png = report.parent / fig
         assert png.stat().st_size > 5000 and png.read_bytes()[:4] == b"\x89PNG"
         assert f"]({fig})" in text
@@ -116,7 +117,7 @@ def test_trials_keep_per_row_predictions_and_subsets(probe_study):
         assert len(kept) == r.n_train and kept["id"].is_unique and "n_words" in kept
     summary = pd.read_csv(report.parent / "summary.csv")
     assert set(summary["metric"]) == {"accuracy", "macro_f1", "precision", "recall"}
-    assert summary.loc[summary["selector"] == "kcenter", "p_boot"].notna().all()
+    assert summary.loc[summary["selector"] == "kcenter", "p_value"].notna().all()
     assert "**Conclusion.**" in report.read_text().split("## Setup")[0]
     assert "`embedding_norm`, L2-normalised" in report.read_text()
 
@@ -144,6 +145,18 @@ def test_report_rebuilds_from_disk(probe_study):
     pd.testing.assert_frame_equal(pd.read_csv(report.parent / "results.csv"), before)
 
 
+def test_report_command_ends_with_the_conclusion_the_report_states(probe_study):
+    cfg, report = probe_study
+    out = subprocess.run([sys.executable, "-m", "dataselect", "report", str(cfg.study_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    text = report.read_text()
+    conclusion = text.split("**Conclusion.**\n\n", 1)[1].split("\n\n", 1)[0]
+    assert out.startswith(conclusion + "\n")  # word for word, first
+    assert "Δ accuracy" in out and "kcenter" in out  # the top rows of the Δ table
+    assert out.rstrip().endswith(f"TensorBoard: tensorboard --logdir {cfg.study_dir / 'tensorboard'}")
+    assert f"report: {report}" in out
+
+
 def test_sweep_writes_its_timeline(probe_study):
     cfg, _ = probe_study
     data = json.loads((cfg.study_dir / "timeline.json").read_text())
@@ -159,14 +172,14 @@ def test_sweep_writes_its_timeline(probe_study):
 
 def test_select_stage_rerun_reuses_manifests(probe_study):
     cfg, report = probe_study
-    from dataselect.data import load_dataset
-    from dataselect.select_stage import run_select_stage
-    from dataselect.sweep import _features
+    from dataselect.core.data import load_dataset
+    from dataselect.sweep.inputs import stage_features
+    from dataselect.sweep.select_stage import run_select_stage
 
     files = {p: p.stat().st_mtime_ns for p in (cfg.study_dir / "manifests").glob("*.parquet")}
     # random, kcenter (x2 fractions x2 seeds) + full once: it ignores the seed
     assert len(files) == 2 * 2 * 2 + 1
-    table, fp, _ = _features(cfg, load_dataset(cfg.dataset))  # feature cache hit
+    table, fp, _ = stage_features(cfg, load_dataset(cfg.dataset))  # feature cache hit
     again = run_select_stage(cfg, table, features_fingerprint=fp, manifest_dir=cfg.study_dir / "manifests")
     ok = {k: r for k, r in again.items() if r.error is None}
     assert {r.path for r in ok.values()} == set(files) and all(r.reused for r in ok.values())
@@ -178,9 +191,9 @@ def test_select_stage_rerun_reuses_manifests(probe_study):
 
 
 def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path, ray_tmp):
-    from dataselect.data import load_dataset
-    from dataselect.select_stage import run_select_stage
-    from dataselect.sweep import _features
+    from dataselect.core.data import load_dataset
+    from dataselect.sweep.inputs import stage_features
+    from dataselect.sweep.select_stage import run_select_stage
 
     cfg, _ = probe_study
     cfg = cfg.model_copy(update={
@@ -188,7 +201,7 @@ def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path
                                "selectors": [{"name": "herding"}, {"name": "random"}]}).selectors,
         "grid": cfg.grid.model_copy(update={"seeds": [0, 1, 2], "full_reference": False}),
     })
-    table, fp, _ = _features(cfg, load_dataset(cfg.dataset))
+    table, fp, _ = stage_features(cfg, load_dataset(cfg.dataset))
     out = run_select_stage(cfg, table, features_fingerprint=fp, manifest_dir=tmp_path / "m")
     herd = {out[("herding", f, s)].path for f in (0.1, 0.25) for s in (0, 1, 2)}
     rand = {out[("random", f, s)].path for f in (0.1, 0.25) for s in (0, 1, 2)}
@@ -217,7 +230,7 @@ def test_one_finetune_trial(sst2_dir, tmp_path, ray_tmp, ray_local):
     res = json.loads((cfg.study_dir / "trials" / row["trial"] / "result.json").read_text())
     assert np.isclose(res["result"]["accuracy"], row["accuracy"])
     # The `train` stage alone trains the same rows in the same order as the trial.
-    from dataselect.pipeline import train_one
+    from dataselect.sweep.stages import train_one
 
     alone = train_one(cfg, "random", 0.2, 0)
     assert alone["accuracy"] == row["accuracy"]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataselect.select_stage import run_select_stage
-from dataselect.sweep import run_sweep
+from dataselect.sweep.run import run_sweep
+from dataselect.sweep.select_stage import run_select_stage
 
 from .conftest import make_cfg, study_raw
 
@@ -96,7 +96,7 @@ def test_a_transductive_target_is_marked_in_console_and_report(sst2_dir, tmp_pat
     raw = _raw(sst2_dir, tmp_path, "trans", ray_tmp, target={"split": "validation", "labelled": 20},
                selectors=[{"name": "random"}, {"name": "gradient_match", "params": {"steps": 50}}])
     cfg = make_cfg(raw)
-    with caplog.at_level(logging.WARNING, logger="dataselect.select_stage"):
+    with caplog.at_level(logging.WARNING, logger="dataselect.sweep.select_stage"):
         report = run_sweep(cfg)
     assert ("select stage: gradient_match read the eval split's texts (target: split validation): their "
             "selections are transductive") in caplog.text

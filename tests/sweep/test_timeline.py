@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dataselect.timeline import TIMELINE_FILE, Timeline, overhead, trial_times
+from dataselect.sweep.timeline import TIMELINE_FILE, Timeline, overhead, trial_times
 
 REPO = Path(__file__).resolve().parents[2]
 

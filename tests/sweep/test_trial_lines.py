@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from dataselect.tune_callbacks import TrialLines
+from dataselect.sweep.callbacks import TrialLines
 
 
 class _Trial(SimpleNamespace):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dataselect.metrics import class_counts, classification_metrics, subset_summary
+from dataselect.train.metrics import class_counts, classification_metrics, subset_summary
 
 
 def _brute(y, p, k):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from dataselect.config import TrainerConfig
-from dataselect.errors import DataError
+from dataselect.core.config import TrainerConfig
+from dataselect.core.errors import DataError
 from dataselect.train import finetune, probe, train_batches
 
 TINY = TrainerConfig(mode="finetune", model="minilm", learning_rate=5e-5, epochs=1.0,
@@ -77,9 +77,9 @@ def test_finetune_subset_missing_a_class_does_not_crash(sst2_train, sst2_eval, t
     assert r["missing_classes"] == [0] and r["class_counts"] == [0, 8]
     assert np.isfinite(r["macro_f1"])
     # The saved classifier predicts what the trained one scored.
-    from dataselect.metrics import classification_metrics
-    from dataselect.models import load_classifier, load_tokenizer
+    from dataselect.core.models import load_classifier, load_tokenizer
     from dataselect.train import predict
+    from dataselect.train.metrics import classification_metrics
 
     model = load_classifier(str(tmp_path / "model"), 2, "cpu")
     pred = predict(model, load_tokenizer(str(tmp_path / "model")), sst2_eval["text"].tolist()[:32],
@@ -98,7 +98,7 @@ def _embed(texts):
     """Mean-pooled MiniLM embeddings: small direct code, independent of the feature stage."""
     import torch
 
-    from dataselect.models import load_encoder, load_tokenizer
+    from dataselect.core.models import load_encoder, load_tokenizer
 
     tok, model = load_tokenizer("minilm"), load_encoder("minilm", device="cpu")
     out = []

@@ -1,0 +1,271 @@
+"""What a study will cost and what it can detect, said before anything starts.
+
+``python -m dataselect.sweep plan CONFIG`` runs the same checks as the sweep
+(config, data, models, output folder; no Ray) and prints:
+
+* the grid: trials per selector × fraction × seed, and the whole-pool ones;
+* the feature families of the pool, eval set and target: cached or to compute;
+* a predicted wall time: from this machine's timings of earlier studies when
+  the output folder holds one with the same trainer (``timeline.json`` and
+  the trials' own seconds), else from a stated rough model of the reference
+  2-core CPU machine;
+* the smallest accuracy difference the design detects at 80 % power (Holm's
+  first step over the selectors of a fraction), from the eval set's size and
+  a seed spread and row-level disagreement taken from an earlier study or
+  stated as assumptions.
+
+The time model: features = rows to embed / rate per family; each trial =
+trial set-up + train examples (``max(ceil(epochs · rows / batch), min_steps)``
+steps × batch) × seconds per example + eval rows × seconds per row; trials
+spread over the trial slots; plus Ray start-up and the report. It is checked
+against a real run in ``tests/sweep/test_plan.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dataselect.core.config import StudyConfig, TrainerConfig
+from dataselect.core.data import TextDataset
+
+__all__ = ["Plan", "Rates", "make_plan"]
+
+ROUGH = {
+    "finetune": {"train_s_per_example": 1 / 95, "eval_s_per_row": 1 / 250, "setup_s": 4.0},
+    "probe": {"train_s_per_example": 2e-5, "eval_s_per_row": 2e-5, "setup_s": 1.5},
+    "embed_s_per_row": 1 / 300, "other_family_s_per_row": 1 / 3000, "ray_start_s": 4.0, "report_s": 3.0,
+}
+"""The rough model, measured on the reference 2-core CPU machine with MiniLM
+(BENCHMARKS.md: fine-tuning ~95-118 ex/s at max_length 64, evaluation ~250
+rows/s, embedding ~300 rows/s; a probe trial is sub-second). Other models or
+a GPU make it a guess; the plan says which it used."""
+
+ASSUMED = {"accuracy": 0.8, "sd_seed": 0.01, "disagreement": 0.15}
+"""Without an earlier study: accuracy of both arms, the seed spread of a
+difference (1 point), and the share of eval rows on which two classifiers
+trained on different subsets disagree (its variance per row is what the eval
+set's size divides)."""
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Seconds per unit of work, and where they come from."""
+
+    train_s_per_example: float
+    eval_s_per_row: float
+    setup_s: float
+    source: str
+
+
+@dataclass
+class Plan:
+    """The plan of one study (see the module docstring); :meth:`lines` prints it."""
+
+    name: str
+    trials: dict[str, int]
+    """Selector label -> trials (fractions × seeds, whole pool on its seeds)."""
+    fractions: list[float]
+    seeds: list[int]
+    features: list[tuple[str, str, bool, int]]
+    """(table, family, cached, rows) for every family of the pool, eval set and target."""
+    seconds: dict[str, float]
+    rates: Rates
+    slots: int
+    mde: dict[float, float]
+    """Fraction -> smallest detectable |Δ accuracy| (80 % power, α = 0.05 / comparisons)."""
+    mde_from: str
+    n_eval: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(self.seconds.values()))
+
+    def lines(self) -> list[str]:
+        n = sum(self.trials.values())
+        out = [f"plan for study {self.name!r}: {n} trials "
+               f"({len(self.fractions)} fractions × {len(self.seeds)} seeds per selector)"]
+        width = max(len(k) for k in self.trials)
+        out += [f"  {k:<{width}}  {v} trials" for k, v in self.trials.items()]
+        todo = [f for f in self.features if not f[2]]
+        out.append(f"features: {len(self.features) - len(todo)} of {len(self.features)} families cached"
+                   + ("" if not todo else "; to compute: "
+                      + ", ".join(f"{t} {fam} ({rows:,} rows)" for t, fam, _, rows in todo)))
+        out.append(f"predicted wall time: about {_duration(self.total_seconds)} on {self.slots} trial "
+                   f"slot(s) (" + ", ".join(f"{k} {_duration(v)}" for k, v in self.seconds.items() if v >= 1)
+                   + f"); rates from {self.rates.source}")
+        for frac, mde in self.mde.items():
+            out.append(f"detects at {frac * 100:g} %: |Δ accuracy| >= {mde * 100:.1f} points with "
+                       f"{len(self.seeds)} seeds and {self.n_eval:,} eval rows (80 % power, Holm over "
+                       f"{max(len(self.trials) - 2, 1)} comparisons; {self.mde_from})")
+        return out + [f"note: {n}" for n in self.notes]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) -> Plan:
+    """The :class:`Plan` of ``cfg`` on the loaded dataset ``ds`` (no Ray, nothing written)."""
+    from dataselect.core.errors import ModelError
+    from dataselect.sweep.select_stage import budget_for, grid_specs
+
+    n_pool, n_eval = len(ds.train), len(ds.eval)
+    slots = slots or _slots(cfg)
+    specs = grid_specs(cfg)
+    trials: dict[str, int] = {}
+    train_examples = 0.0
+    n_trials = 0
+    for spec, frac in specs:
+        seeds = cfg.grid.seeds
+        if spec.key == "full" and cfg.grid.full_reference_seeds is not None:
+            seeds = seeds[: cfg.grid.full_reference_seeds]
+        trials[spec.key] = trials.get(spec.key, 0) + len(seeds)
+        n_trials += len(seeds)
+        train_examples += len(seeds) * _examples(cfg.trainer, budget_for(frac, n_pool))
+    notes: list[str] = []
+    try:
+        features = _feature_status(cfg, ds)
+    except ModelError as err:
+        features, notes = [], [f"feature cache not checked: {err}"]
+    rates = _rates(cfg)
+    embed = sum(rows for _, fam, cached, rows in features if not cached and fam in ("embedding", "consistency"))
+    other = sum(rows for _, fam, cached, rows in features if not cached and fam not in ("embedding", "consistency"))
+    trial_s = (n_trials * rates.setup_s + train_examples * rates.train_s_per_example
+               + n_trials * n_eval * rates.eval_s_per_row)
+    seconds = {"ray start": ROUGH["ray_start_s"],
+               "features": embed * ROUGH["embed_s_per_row"] + other * ROUGH["other_family_s_per_row"],
+               "trials": trial_s / slots, "report": ROUGH["report_s"]}
+    if any(s.startswith("standin:") for s in (cfg.features.encoder, cfg.features.perplexity_model or "",
+                                              cfg.features.mlm_model or "")):
+        notes.append("stand-in LMs not trained yet are not counted (about a minute each)")
+    mde, mde_from = _mde(cfg, n_eval, len(trials) - (1 if "random" in trials else 0)
+                         - (1 if "full" in trials else 0))
+    return Plan(cfg.name, trials, list(cfg.grid.fractions), list(cfg.grid.seeds), features, seconds, rates,
+                slots, mde, mde_from, n_eval, notes)
+
+
+def _examples(t: TrainerConfig, rows: int) -> float:
+    """Training examples one trial sees: steps × batch (fine-tune), or its rows once (probe)."""
+    if t.mode == "probe":
+        return float(rows)
+    steps = max(1, math.ceil(t.epochs * math.ceil(rows / t.batch_size)), t.min_steps)
+    return float(steps * min(t.batch_size, rows))
+
+
+def _slots(cfg: StudyConfig) -> int:
+    import os
+
+    cpus = cfg.ray.num_cpus or os.cpu_count() or 1
+    slots = max(1, int(cpus // cfg.ray.cpus_per_trial))
+    return min(slots, cfg.ray.max_concurrent_trials or slots)
+
+
+def _feature_status(cfg: StudyConfig, ds: TextDataset) -> list[tuple[str, str, bool, int]]:
+    """(table, family, cached, rows) of every family the sweep would compute."""
+    from dataselect.core.data import frame_fingerprint
+    from dataselect.features.families import FAMILIES, default_families
+    from dataselect.features.runner import _key
+    from dataselect.features.store import FeatureStore
+    from dataselect.selectors import get_selector
+
+    store = FeatureStore(cfg.cache_root / "features")
+    needs = {c for s in cfg.selectors for c in get_selector(s.name, **dict(s.params)).required()}
+    frames = []
+    if not (cfg.trainer.mode == "finetune" and not needs - {"id", "label"} and cfg.target is None):
+        frames.append(("pool", ds.train, sorted(default_families(cfg.features))))
+        if cfg.trainer.mode == "probe" or cfg.target is not None:
+            frames.append(("eval", ds.eval, ["embedding"]))
+    if ds.target is not None:
+        frames.append(("target", ds.target.frame, sorted(default_families(cfg.features))))
+    out = []
+    for table, frame, fams in frames:
+        fp = frame_fingerprint(frame.sort_values("id", kind="stable"), labels=False)
+        for fam in fams:
+            specs = [FAMILIES[fam](cfg.features, dev) for dev in ("cpu", "cuda")]
+            # A stand-in's key needs its trained weights: not trained yet, not cached.
+            cached = not any((s.model_ref or "").startswith("standin:") for s in specs) and any(
+                store.read_meta(_key(s, fp, cfg.features.shard_size)) is not None for s in specs)
+            out.append((table, fam, cached, len(frame)))
+    return out
+
+
+def _rates(cfg: StudyConfig) -> Rates:
+    """This machine's rates from an earlier study with the same trainer, else the rough model."""
+    t = cfg.trainer
+    same = {"mode": t.mode, "model": t.model, "max_length": t.max_length, "batch_size": t.batch_size}
+    train, evals, setups = [], [], []
+    seen: list[str] = []
+    for study in sorted(Path(cfg.output_dir).glob("*/study.json")):
+        try:
+            meta = json.loads(study.read_text())
+            tr = (meta.get("config") or {}).get("trainer") or {}
+            if any(tr.get(k) != v for k, v in same.items()):
+                continue
+            timeline = json.loads((study.parent / "timeline.json").read_text())
+        except (OSError, ValueError):
+            continue
+        for res in study.parent.glob("trials/*/result.json"):
+            try:
+                r = json.loads(res.read_text())["result"]
+            except (OSError, ValueError, KeyError):
+                continue
+            steps, n_eval = r.get("steps"), r.get("n_eval")
+            if r.get("train_seconds") and steps and n_eval:
+                examples = steps * t.batch_size if t.mode == "finetune" else r.get("n_train") or 1
+                train.append(r["train_seconds"] / max(examples, 1))
+                evals.append(r["eval_seconds"] / n_eval)
+        o = timeline.get("overhead") or {}
+        if o.get("trials"):
+            setups.append((o.get("trial_setup", 0) + max(o.get("tune_gaps", 0), 0)) / o["trials"])
+        seen.append(study.parent.name)
+    if len(train) >= 3:
+        setup = float(np.median(setups)) if setups else ROUGH[t.mode]["setup_s"]
+        return Rates(float(np.median(train)), float(np.median(evals)), setup,
+                     f"{len(train)} trials of earlier studies here ({', '.join(seen)})")
+    r = ROUGH[t.mode]
+    return Rates(r["train_s_per_example"], r["eval_s_per_row"], r["setup_s"],
+                 "the rough model of the reference 2-core CPU machine with MiniLM (no earlier study "
+                 "with this trainer in the output folder)")
+
+
+def _mde(cfg: StudyConfig, n_eval: int, comparisons: int) -> tuple[dict[float, float], str]:
+    """Per fraction, :func:`~dataselect.report.stats.min_detectable_effect` of this design."""
+    from dataselect.report.stats import min_detectable_effect
+
+    sd, disagreement, src = ASSUMED["sd_seed"], ASSUMED["disagreement"], None
+    earlier = _earlier_summary(cfg)
+    if earlier is not None:
+        sd_e, var_rows_e, n_eval_e, name = earlier
+        sd, disagreement = sd_e, var_rows_e * n_eval_e
+        src = f"seed spread and row variance of study {name!r}"
+    alpha = 0.05 / max(comparisons, 1)
+    mde = {float(f): min_detectable_effect(sd, disagreement / n_eval, len(cfg.grid.seeds), alpha=alpha)
+           for f in cfg.grid.fractions}
+    return mde, src or (f"assumed: seed sd {ASSUMED['sd_seed'] * 100:g} points, {ASSUMED['disagreement']:.0%} "
+                        "of eval rows on which two arms disagree")
+
+
+def _earlier_summary(cfg: StudyConfig) -> tuple[float, float, int, str] | None:
+    """(median seed sd, median row variance, its eval rows, study) from an earlier report here."""
+    import pandas as pd
+
+    for summary in sorted(Path(cfg.output_dir).glob("*/report/summary.csv")):
+        try:
+            s = pd.read_csv(summary)
+            meta = json.loads((summary.parent.parent / "study.json").read_text())
+            s = s[(s["metric"] == "accuracy") & s["var_rows"].notna() & s["sd_seed"].notna()]
+            n = int((meta.get("dataset") or {}).get("n_eval") or 0)
+        except (OSError, ValueError, KeyError):
+            continue
+        if len(s) and n:
+            return float(s["sd_seed"].median()), float(s["var_rows"].median()), n, summary.parent.parent.name
+    return None

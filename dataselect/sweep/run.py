@@ -1,0 +1,280 @@
+"""The whole grid through Ray Tune: features → selections → one trial per cell → report.
+
+``python -m dataselect.sweep GRID.yaml [--resume] [--address ADDR]``
+
+Layout under ``<study_dir>``::
+
+    features/            feature store (cached shards)
+    manifests/           one parquet per (selector, budget, seed, features) key
+    inputs/              pool/eval rows (+ embeddings for probes) the trials read
+    tune/<name>/         the Tune experiment (one folder per trial, result.json)
+    trials/<trial>/      trial-side result cache + attempts log (see below)
+    tensorboard/<trial>/ per-trial scalars and HParams
+    report/              results.parquet/csv, report.md, figures
+
+Trials read rows, embeddings and manifests from disk (the study folder must
+be on storage every node sees, as Tune's ``storage_path`` already is), so
+nothing large travels through the driver.
+
+Resume. ``--resume`` restores the Tune experiment (``Tuner.restore``,
+unfinished and errored trials run again). Tune saves its experiment state
+at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds, so a trial that
+finished just before a crash can look unfinished; each trial therefore also
+writes its result to ``trials/<trial>/result.json`` keyed by a hash of its
+full config, and a relaunched trial whose result is there reports it
+without training again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from dataselect.core.config import StudyConfig
+from dataselect.features.table_ref import TableRef
+from dataselect.sweep.inputs import (
+    stage_features,
+    target_table,
+    write_inputs,
+    write_label_noise,
+    write_study_meta,
+    write_target_inputs,
+)
+from dataselect.sweep.select_stage import grid_specs, run_select_stage
+from dataselect.sweep.stages import probe_column, resolve_standins
+from dataselect.sweep.timeline import Timeline, trial_times
+from dataselect.sweep.trial import cell_id, run_trial_reported, tune_trial_name
+
+log = logging.getLogger(__name__)
+
+
+def _wait_for_free_cpus(timeout_s: float = 60.0) -> None:
+    """Give the feature stage's Ray Data actors a moment to release their CPUs.
+
+    Tune sizes its first wave of trials by the CPUs free when it starts; actors
+    still shutting down then squeeze the sweep onto fewer nodes than it could use.
+    Returns as soon as every CPU is free (at once on an idle cluster); the
+    timeout only bounds a cluster where something else holds CPUs.
+    """
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + timeout_s
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.25)
+
+
+def trial_runs(cfg: StudyConfig, cells: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """(cell, seed) of every trial: the full grid, less whole-pool seeds past ``full_reference_seeds``."""
+    from dataselect.sweep.select_stage import FULL_KEY
+
+    n_full = cfg.grid.full_reference_seeds
+    full_seeds = set(cfg.grid.seeds[:n_full] if n_full is not None else cfg.grid.seeds)
+    return [(c, sd) for c in cells for sd in cfg.grid.seeds
+            if c["selector"] != FULL_KEY or sd in full_seeds]
+
+
+def _tune_env() -> None:
+    # Save Tune's experiment state at most every second instead of Tune's
+    # adaptive >= 10 s, so a crash loses little; the trial-side cache covers the rest.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # Tune's console reporter: the classic one, which verbose=0 silences whole (the
+    # newer one prints its start box and a TensorBoard hint into Ray's session
+    # folder at any verbosity). The trial lines and status table are ours.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = None) -> Path:
+    """Run (or with ``resume`` continue) the study's sweep and write its report.
+
+    Data, models and ``output_dir`` are checked first (:mod:`dataselect.sweep.preflight`),
+    before Ray starts or anything is written; then the study folder is locked
+    (:mod:`dataselect.sweep.lock`) for the sweep's lifetime. Returns the path of ``report.md``.
+    """
+    from dataselect.sweep.lock import StudyLock
+    from dataselect.sweep.preflight import output_error, preflight
+
+    _tune_env()
+    timeline = Timeline()
+    with timeline.stage("preflight"):
+        ds = preflight(cfg)
+    study = cfg.study_dir.expanduser().resolve()
+    try:
+        with StudyLock(study):
+            return _sweep(cfg, ds, study, resume=resume, address=address, timeline=timeline)
+    except OSError as err:
+        user = output_error(err, cfg)
+        if user is None:
+            raise
+        raise user from err
+
+
+def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
+           timeline: Timeline) -> Path:
+    from dataselect.core.errors import StageError, UserError, first_line, log_traceback
+    from dataselect.sweep.console import route_logs
+    from dataselect.sweep.preflight import output_error
+
+    study.mkdir(parents=True, exist_ok=True)
+    with route_logs(study) as logfile:
+        log.info("logs: %s (third-party messages); Ray worker output: %s", logfile,
+                 study / "logs" / "ray")
+        try:
+            return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile,
+                                 timeline=timeline)
+        except Exception as err:
+            # The whole story (cause chain included) goes to the log file; the
+            # console gets one line: the user's error as it is, anything else named as ours.
+            log_traceback(f"sweep stopped: {first_line(err)}")
+            if isinstance(err, UserError) or (isinstance(err, OSError) and output_error(err, cfg)):
+                raise
+            raise StageError(f"sweep failed: {first_line(err)[:300]} (an error in dataselect or a "
+                             f"library, not in the config); traceback in {logfile}; finished "
+                             "trials, manifests and features are kept: fix, then rerun with --resume"
+                             ) from err
+
+
+def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
+                  logfile: Path, timeline: Timeline) -> Path:
+    from ray import tune
+
+    from dataselect.core.errors import ReportError, first_line, log_traceback
+    from dataselect.features.store import FeatureStore
+    from dataselect.report import write_report
+    from dataselect.sweep.callbacks import NoRetryOnOwnError, TrialLines
+    from dataselect.sweep.console import link_ray_logs, stage
+    from dataselect.sweep.ray_runtime import init_ray
+
+    with timeline.stage("ray_start"):
+        init_ray(cfg.ray, address=address, log_to_driver=False)
+    link_ray_logs(study)
+    declared = cfg  # the report names models as the config wrote them (e.g. standin:qwen3)
+    with timeline.stage("standins"):
+        cfg = resolve_standins(cfg, ds)
+    with stage("features", study, logfile), timeline.stage("features"):
+        table, features_fp, eval_emb = stage_features(cfg, ds)
+        target = target_table(cfg, ds)
+    probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
+    inputs_key = write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
+    if target is not None:
+        write_target_inputs(study, cfg, ds, table, target)
+    write_label_noise(study, ds)
+    # Select tasks read the saved table's shards themselves (no driver copy);
+    # only a pool without stored features (no selector reads any) goes in memory.
+    ref = TableRef(cfg.cache_root / "features", features_fp)
+    source = ref if ref.exists() else {k: table[k] for k in ("id", "label") if k in table}
+    del table
+    with stage("select", study, logfile), timeline.stage("select"):
+        selections = run_select_stage(
+            cfg, source, features_fingerprint=features_fp, manifest_dir=study / "manifests",
+            target=None if target is None else TableRef(cfg.cache_root / "features", target.fingerprint))
+    cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
+             for s, f in grid_specs(cfg)]
+    runs = trial_runs(cfg, cells)
+    fstore = FeatureStore(cfg.cache_root / "features")
+    costs = {"pool": fstore.family_costs(features_fp)}
+    if target is not None:
+        costs["target"] = fstore.family_costs(target.fingerprint)
+    write_study_meta(declared, ds, study, len(runs), selections, probe_col, feature_costs=costs)
+
+    sel_map = {cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
+                              "budget": r.budget, "error": r.error, "traceback": r.traceback}
+               for k, r in selections.items()}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial_reported, study_dir=str(study),
+                             trainer=cfg.trainer.model_dump(mode="json"),
+                             num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key,
+                             label_names=list(ds.label_names)),
+        {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
+    )
+    storage = study / "tune"
+    exp_dir = storage / cfg.name
+    if resume and tune.Tuner.can_restore(str(exp_dir)):
+        log.info("resuming Tune experiment %s", exp_dir)
+        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+    else:
+        if resume:
+            log.warning("--resume: no Tune experiment to restore at %s; starting a new one", exp_dir)
+        elif exp_dir.exists():
+            # Never mix two experiments in one folder; finished trials are
+            # still reused through the trial-side cache.
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            old = exp_dir.with_name(f"{exp_dir.name}.prev-{stamp}")
+            log.warning("Tune experiment %s exists; moving it to %s (use --resume to continue it)",
+                        exp_dir, old.name)
+            exp_dir.rename(old)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=({"cell": tune.grid_search(cells), "seed": tune.grid_search(list(cfg.grid.seeds))}
+                         if len(runs) == len(cells) * len(cfg.grid.seeds)
+                         else {"run": tune.grid_search([{"cell": c, "seed": sd} for c, sd in runs])}),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                # Every trial asks for the same resources, so one actor can run many
+                # trials: torch/transformers are imported once per actor, not per trial
+                # (seconds each, more than a probe trial's work).
+                reuse_actors=True,
+                trial_name_creator=tune_trial_name, trial_dirname_creator=tune_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=cfg.name, storage_path=str(storage),
+                # Retries cover a dead worker or node only: NoRetryOnOwnError turns them
+                # off for a trial that reported its own error (run_trial_reported).
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_trial_retries,
+                                                  fail_fast=False),
+                callbacks=[NoRetryOnOwnError(), TrialLines(len(runs), slots=_trial_slots(cfg))],
+                # Tune's console output off: TrialLines says what it said, once per change.
+                verbose=0,
+            ),
+        )
+    with timeline.stage("tune_wait_cpus"):
+        _wait_for_free_cpus()
+    with timeline.stage("tune"):
+        grid = tuner.fit()
+    n_err = sum(1 for r in grid if r.error is not None or (r.metrics or {}).get("trial_error"))
+    log.info("sweep finished: %d trials, %d errored", len(grid), n_err)
+    failed: Exception | None = None
+    with timeline.stage("report"):
+        try:
+            report = write_report(study)
+        except Exception as err:  # noqa: BLE001 - said below, after the timeline is written
+            failed = err
+            log_traceback("report failed")
+    _log_timeline(timeline.write(study, trial_times(grid), _trial_slots(cfg)))
+    if failed is not None:
+        raise ReportError(
+            f"report: all {len(grid)} trials ran ({n_err} errored) and every result is kept "
+            f"({study / 'trials'}, {study / 'tune'}), but writing the report failed "
+            f"({first_line(failed)[:300]}); traceback in {logfile}; rebuild it from disk, without "
+            f"training: python -m dataselect report {study}") from failed
+    return report
+
+
+def _trial_slots(cfg: StudyConfig) -> int:
+    """Trials Tune can run at once: CPUs (or GPUs) per trial, capped by ``max_concurrent_trials``."""
+    import ray
+
+    res = ray.cluster_resources()
+    slots = [int(res.get("CPU", 1) // cfg.ray.cpus_per_trial)]
+    if cfg.ray.gpus_per_trial > 0:
+        slots.append(int(res.get("GPU", 0) // cfg.ray.gpus_per_trial))
+    if cfg.ray.max_concurrent_trials:
+        slots.append(cfg.ray.max_concurrent_trials)
+    return max(1, min(slots))
+
+
+def _log_timeline(data: dict[str, Any]) -> None:
+    o = data["overhead"]
+    log.info("sweep timeline: %.0f s in all; ray start %.1f s, features %.1f s, select %.1f s, "
+             "tune %.1f s (%d trials, %.1f s train + eval over %d slot(s), %.1f s trial set-up, "
+             "%.1f s scheduling gaps), report %.1f s; overhead %.1f s = %.1f %% (timeline.json)",
+             o["total"], o.get("stage_ray_start", 0), o.get("stage_features", 0), o.get("stage_select", 0),
+             o.get("stage_tune", 0), o["trials"], o["trial_work"], o["slots"], o["trial_setup"],
+             o["tune_gaps"], o.get("stage_report", 0), o["overhead"], 100 * o["overhead_frac"])
+
+
+# --------------------------------------------------------------------------- CLI

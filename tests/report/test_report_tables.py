@@ -1,0 +1,107 @@
+"""Report statistics and select-stage arithmetic against direct computations (no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataselect.report import format_mean_std, summarize
+from dataselect.sweep.select_stage import budget_for, grid_specs
+from dataselect.sweep.study import parse_study
+
+
+def _frame(rng: np.random.Generator) -> pd.DataFrame:
+    rows = []
+    for sel, shift in (("random", 0.0), ("kcenter", 0.02), ("full", 0.1)):
+        for frac in ((1.0,) if sel == "full" else (0.1, 0.2)):
+            for seed in range(4):
+                rows.append({"selector": sel, "fraction": frac, "seed": seed, "status": "TERMINATED",
+                             "accuracy": 0.7 + shift + rng.normal(0, 0.01)})
+    rows.append({"selector": "kcenter", "fraction": 0.1, "seed": 9, "status": "ERROR", "accuracy": np.nan})
+    return pd.DataFrame(rows)
+
+
+def _paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value from the textbook formula."""
+    from scipy.stats import t
+
+    d = a - b
+    stat = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return float(2 * t.sf(abs(stat), len(d) - 1))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_summary_matches_direct_computation(seed):
+    df = _frame(np.random.default_rng(seed))
+    s = summarize(df, "accuracy").set_index(["selector", "fraction"])
+    ok = df[df["status"] == "TERMINATED"]
+    k = ok[(ok["selector"] == "kcenter") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
+    r = ok[(ok["selector"] == "random") & (ok["fraction"] == 0.1)].sort_values("seed")["accuracy"].to_numpy()
+    row = s.loc[("kcenter", 0.1)]
+    assert row["n_seeds"] == 4 and row["n_pairs"] == 4  # the errored seed-9 trial is left out
+    assert row["mean"] == pytest.approx(k.mean()) and row["std"] == pytest.approx(k.std(ddof=1))
+    assert row["delta"] == pytest.approx((k - r).mean())
+    assert row["p_t"] == pytest.approx(_paired_t(k, r))
+    assert np.isnan(s.loc[("random", 0.1), "delta"]) and np.isnan(s.loc[("full", 1.0), "p_t"])
+    assert np.isnan(row["p_value"]) and not row["significant"]  # no per-row predictions given
+
+
+def test_single_pair_gives_no_p_value():
+    df = _frame(np.random.default_rng(0))
+    df = df[(df["seed"] == 0) | (df["selector"] == "random")]
+    row = summarize(df, "accuracy").set_index(["selector", "fraction"]).loc[("kcenter", 0.2)]
+    assert row["n_pairs"] == 1 and np.isfinite(row["delta"]) and np.isnan(row["p_t"])
+    assert format_mean_std(row["mean"], row["std"]).endswith("± n/a")
+
+
+def test_budget_rounding_and_grid():
+    assert budget_for(0.1, 240) == 24 and budget_for(0.001, 240) == 1 and budget_for(1.0, 7) == 7
+    assert budget_for(0.25, 10) == 2  # round half to even, as Python's round
+    cfg = parse_study({"name": "g", "selectors": [{"name": "random"}, {"name": "kcenter", "label": "kc"}],
+                        "grid": {"fractions": [0.1, 0.5]}}, check_paths=False)
+    cells = [(s.key, f) for s, f in grid_specs(cfg)]
+    assert cells == [("random", 0.1), ("random", 0.5), ("kc", 0.1), ("kc", 0.5), ("full", 1.0)]
+
+
+def test_trial_runs_limit_only_the_whole_pool_seeds():
+    from dataselect.sweep.run import trial_runs
+
+    cfg = parse_study({"name": "g", "selectors": [{"name": "random"}],
+                        "grid": {"fractions": [0.1, 0.5], "seeds": [4, 2, 9], "full_reference_seeds": 2}},
+                       check_paths=False)
+    cells = [{"selector": s.key, "fraction": f} for s, f in grid_specs(cfg)]
+    runs = [(c["selector"], c["fraction"], sd) for c, sd in trial_runs(cfg, cells)]
+    assert runs == [("random", 0.1, 4), ("random", 0.1, 2), ("random", 0.1, 9), ("random", 0.5, 4),
+                    ("random", 0.5, 2), ("random", 0.5, 9), ("full", 1.0, 4), ("full", 1.0, 2)]
+    everyone = cfg.model_copy(update={"grid": cfg.grid.model_copy(update={"full_reference_seeds": None})})
+    assert len(trial_runs(everyone, cells)) == 9
+
+
+def test_holm_family_of_the_whole_study_spans_both_fractions():
+    """``report.holm: study``: one Holm family over every comparison, not one per fraction."""
+    from dataselect.report.stats import holm
+    from dataselect.report.tables import summary_table
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    rows, preds = [], {}
+    for frac in (0.01, 0.05):
+        for sel, acc in (("random", 0.8), ("a", 0.83), ("b", 0.81)):
+            for seed in range(4):
+                t = f"{sel}_{frac}_{seed}"
+                p = np.where(rng.random(400) < acc, y, 1 - y)
+                preds[t] = pd.DataFrame({"id": np.arange(400), "label": y, "pred": p})
+                rows.append({"trial": t, "selector": sel, "fraction": frac, "seed": seed,
+                             "status": "TERMINATED", "accuracy": float((p == y).mean()),
+                             "macro_f1": 0.0, "precision": 0.0, "recall": 0.0})
+    df = pd.DataFrame(rows)
+    per = summary_table(df, preds, 2).query("metric == 'accuracy' and selector != 'random'")
+    whole = summary_table(df, preds, 2, "study").query("metric == 'accuracy' and selector != 'random'")
+    np.testing.assert_allclose(whole["p_holm"], holm(whole["p_value"].to_numpy()))
+    for frac in (0.01, 0.05):
+        g = per[per["fraction"] == frac]
+        np.testing.assert_allclose(g["p_holm"], holm(g["p_value"].to_numpy()))
+    assert (whole["p_holm"].to_numpy() >= per["p_holm"].to_numpy()).all()
