@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-_META_KEY = b"dataselect.core.manifest"
+_META_KEY = b"dataselect.manifest"  # a file-format name, not the module path: never rename
 _SCHEMA = pa.schema([("id", pa.int64()), ("rank", pa.int32()), ("score", pa.float64())])
 
 

@@ -47,6 +47,8 @@ def selector_feature_seconds(selector: str, params: dict[str, Any],
     from dataselect.selectors import get_selector
 
     need = set(get_selector(selector, **params).required()) - {"id", "label"}
+    if need and not costs:  # a study from before feature costs were recorded
+        return None
     total = 0.0
     for table, prefix in (("pool", ""), ("target", TARGET_PREFIX)):
         for fam in (costs.get(table) or {}).values():

@@ -193,10 +193,21 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     )
     storage = study / "tune"
     exp_dir = storage / cfg.name
+    tuner = None
     if resume and tune.Tuner.can_restore(str(exp_dir)):
         log.info("resuming Tune experiment %s", exp_dir)
-        tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
-    else:
+        try:
+            tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
+        except (ImportError, AttributeError, EOFError, ValueError) as err:
+            # Tune pickles its experiment state: one written by another dataselect layout
+            # cannot be unpickled. The trials' own results are plain files and still reused.
+            old = exp_dir.with_name(f"{exp_dir.name}.unrestorable-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+            log.warning("--resume: cannot restore the Tune experiment %s (%s: %s); moved to %s and "
+                        "starting a new one: finished trials are reused from %s", exp_dir,
+                        type(err).__name__, err, old.name, study / "trials")
+            exp_dir.rename(old)
+            resume = False
+    if tuner is None:
         if resume:
             log.warning("--resume: no Tune experiment to restore at %s; starting a new one", exp_dir)
         elif exp_dir.exists():

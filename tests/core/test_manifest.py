@@ -96,3 +96,14 @@ def test_selection_key_is_stable_and_sensitive():
     assert k not in others and len(others) == 5
     with pytest.raises(TypeError, match="JSON-serialisable"):
         selection_key("kmeans", {"x": object()}, 1, 0, "f")
+
+
+def test_a_manifest_written_by_an_earlier_version_still_reads():
+    """Studies keep manifests across upgrades: the file format (columns, the metadata key
+    ``dataselect.manifest``) must not follow module renames. The fixture was written once."""
+    from pathlib import Path
+
+    m = read_manifest(Path(__file__).parent / "data" / "manifest-format-1.parquet")
+    np.testing.assert_array_equal(m.ids, [13, 10, 12])
+    np.testing.assert_array_equal(m.scores, [0.5, 0.25, 0.125])
+    assert m.meta["selector"] == "kcenter" and m.meta["seed"] == 7 and m.meta["version"] == 1

@@ -51,6 +51,8 @@ def test_feature_seconds_are_the_families_the_selector_reads():
     assert selector_feature_seconds("stratified_coreset", {}, COSTS) == 120.0  # embedding + text metrics
     gone = {"pool": {"embedding": {"columns": ["embedding"], "seconds": None}}}
     assert selector_feature_seconds("kcenter", {}, gone) is None
+    assert selector_feature_seconds("kcenter", {}, {}) is None  # not recorded: unknown, not free
+    assert selector_feature_seconds("random", {}, {}) == 0.0
 
 
 def test_cost_table_answers_the_break_even_question():

@@ -155,3 +155,30 @@ def test_a_failed_selection_keeps_its_traceback(sst2_dir, tmp_path, ray_tmp, ray
 def test_report_error_is_a_stage_error():
     # exit code 1: not bad input, but not success either
     assert ReportError("x").exit_code == 1
+
+
+def test_resume_of_an_experiment_tune_cannot_unpickle_reuses_the_trials(sst2_dir, tmp_path, ray_tmp, ray_local,
+                                                                         monkeypatch, caplog):
+    """Tune pickles its experiment state; one from another dataselect layout fails to load
+    (ModuleNotFoundError). --resume then starts a new experiment and reuses every finished trial."""
+    import logging
+
+    from ray import tune
+
+    raw = study_raw(sst2_dir, tmp_path, "unpickle", ray_tmp=ray_tmp,
+                    grid={"fractions": [0.25], "seeds": [0, 1], "full_reference": False})
+    cfg = make_cfg(raw)
+    run_sweep(cfg)
+
+    def old_pickle(*a, **k):
+        raise ModuleNotFoundError("No module named 'dataselect.config'")
+
+    monkeypatch.setattr(tune.Tuner, "restore", old_pickle)
+    with caplog.at_level(logging.WARNING, logger="dataselect.sweep.run"):
+        report = run_sweep(cfg, resume=True)
+    assert "cannot restore the Tune experiment" in caplog.text and "dataselect.config" in caplog.text
+    assert list((cfg.study_dir / "tune").glob("unpickle.unrestorable-*"))
+    df = pd.read_csv(report.parent / "results.csv")
+    assert len(df) == 4 and (df["status"] == "TERMINATED").all()
+    for attempts in (cfg.study_dir / "trials").glob("*/attempts.jsonl"):
+        assert len(attempts.read_text().splitlines()) == 1  # trained once, reused on resume
