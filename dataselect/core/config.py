@@ -374,7 +374,9 @@ class StudyConfig(_Section):
     """Folder for ``features/`` and stand-in ``models/`` (None: the study folder).
 
     Studies on the same pool texts (e.g. with and without label noise) that
-    name one folder compute features and stand-ins once."""
+    name one folder compute features and stand-ins once. When it is another
+    study's folder, that study's finished trials are reused too wherever they
+    trained on the same rows with the same trainer and seed (checked by content)."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     selectors: Annotated[list[SelectorSpec], Field(min_length=1)]

@@ -103,7 +103,7 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
         for m in METRICS:
             row[m] = res.get(m)
         for k in ("train_loss", "selection_seconds", "train_seconds", "eval_seconds", "steps", "mode", "model",
-                  "node_id", "selection_info", "reads_target"):
+                  "node_id", "selection_info", "reads_target", "reused_from"):
             row[k] = res.get(k)
         rows.append(row)
     df = pd.DataFrame(rows)

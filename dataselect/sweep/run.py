@@ -184,11 +184,15 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     sel_map = {cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
                               "budget": r.budget, "error": r.error, "traceback": r.traceback}
                for k, r in selections.items()}
+    # A cache_dir that is another study's folder lends its trained trials too:
+    # one whose rows, texts, trainer and seed match is adopted (trial.reused_training).
+    other = cfg.cache_root.resolve()
+    reuse_from = [str(other)] if other != study.resolve() and (other / "trials").is_dir() else []
     trainable = tune.with_resources(
         tune.with_parameters(run_trial_reported, study_dir=str(study),
                              trainer=cfg.trainer.model_dump(mode="json"),
                              num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key,
-                             label_names=list(ds.label_names)),
+                             label_names=list(ds.label_names), reuse_from=reuse_from),
         {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
     )
     storage = study / "tune"

@@ -61,16 +61,19 @@ def trial_times(results: Iterable[Any]) -> list[dict[str, Any]]:
 
     ``wall_s`` is Tune's ``time_total_s`` (the trainable's run, set-up and
     file writes included); ``work_s`` the trial's own ``train_seconds`` +
-    ``eval_seconds`` (0 for an errored trial).
+    ``eval_seconds`` (0 for an errored trial, and for one whose finished
+    result was reused: its seconds were spent by an earlier sweep, and
+    counting them here would make this sweep's set-up negative).
     """
     out = []
     for r in results:
         m = r if isinstance(r, Mapping) else (getattr(r, "metrics", None) or {})
         wall = float(m.get("time_total_s") or 0.0)
-        work = float(m.get("train_seconds") or 0.0) + float(m.get("eval_seconds") or 0.0)
+        reused = bool(m.get("reused"))
+        work = 0.0 if reused else float(m.get("train_seconds") or 0.0) + float(m.get("eval_seconds") or 0.0)
         end = m.get("timestamp")
         out.append({"trial": m.get("trial_id"), "wall_s": wall, "work_s": work,
-                    "end": float(end) if end is not None else None,
+                    "end": float(end) if end is not None else None, "reused": reused,
                     "error": bool(m.get("trial_error")) or getattr(r, "error", None) is not None})
     return out
 

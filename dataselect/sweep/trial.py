@@ -64,11 +64,15 @@ def run_trial(
     selections: dict[str, dict[str, Any]],
     inputs_key: str,
     label_names: list[str] | None = None,
+    reuse_from: list[str] | None = None,
 ) -> None:
     """Tune trainable: train on one selection and ``tune.report`` its metrics.
 
     ``config`` is ``{"cell": {selector, name, params, fraction}, "seed": int}``.
     A failed selection raises, so Tune marks the trial ERROR and moves on.
+    ``reuse_from``: other study folders (the config's ``cache_dir``) whose
+    trial of the same name trained on the same rows is adopted instead of
+    training again (:func:`reused_training`).
     """
     from ray import tune
 
@@ -90,7 +94,7 @@ def run_trial(
         prev = json.loads(cached.read_text())
         if prev.get("config_hash") == chash and trial_files_current(trial_dir, chash):
             log.info("trial %s: reusing finished result (%s)", name, cached)
-            tune.report(prev["result"])
+            tune.report({**prev["result"], "reused": True})
             return
     with (trial_dir / "attempts.jsonl").open("a") as fh:
         fh.write(json.dumps({"time": time.time(), "pid": os.getpid(), "config_hash": chash}) + "\n")
@@ -107,19 +111,31 @@ def run_trial(
     if (pos < 0).any():
         raise RuntimeError(f"manifest {sel['path']} names ids that are not in the pool")
     logdir = study / "tensorboard" / name
-    shutil.rmtree(logdir, ignore_errors=True)  # a relaunched trial starts a clean run
     hp = {"selector": cell["selector"], "fraction": cell["fraction"]}
     evalf = pd.read_parquet(inputs / "eval.parquet")
-    if tcfg.mode == "probe":
+    adopted = None
+    if reuse_from and tcfg.mode != "probe":
+        key = training_key(trainer, seed, num_labels, pool.iloc[pos], evalf)
+        adopted = next((r for o in reuse_from if (r := reused_training(Path(o), name, key, seed, num_labels))),
+                       None)
+    if adopted is not None:
+        res, preds_frame, source = adopted
+        log.info("trial %s: trained rows identical to %s; its result is reused", name, source)
+        write_trial_files(trial_dir, chash, evalf, preds_frame, pool.iloc[pos])
+        res = {**res, "reused_from": str(source)}
+    elif tcfg.mode == "probe":
+        shutil.rmtree(logdir, ignore_errors=True)  # a relaunched trial starts a clean run
         emb = np.load(inputs / "pool_embedding.npy", mmap_mode="r")
         eval_emb = np.load(inputs / "eval_embedding.npy")
         res = probe(np.asarray(emb[np.sort(pos)]), pool["label"].to_numpy()[np.sort(pos)], eval_emb,
                     evalf["label"].to_numpy(), tcfg, seed=seed, num_labels=num_labels, logdir=logdir,
                     hparams=hp, label_names=label_names)
     else:
+        shutil.rmtree(logdir, ignore_errors=True)
         res = finetune(pool.iloc[pos].reset_index(drop=True), evalf, tcfg, num_labels=num_labels,
                        seed=seed, logdir=logdir, progress=False, hparams=hp, label_names=label_names)
-    write_trial_files(trial_dir, chash, evalf, res.pop(PREDICTIONS_KEY), pool.iloc[pos])
+    if adopted is None:
+        write_trial_files(trial_dir, chash, evalf, res.pop(PREDICTIONS_KEY), pool.iloc[pos])
     import ray
 
     out = {"selector": cell["selector"], "selector_name": cell["name"],
@@ -132,7 +148,64 @@ def run_trial(
            # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
            "node_id": ray.get_runtime_context().get_node_id(), **res}
     atomic_write_text(cached, json.dumps({"config_hash": chash, "result": out}, default=float))
-    tune.report(out)
+    tune.report({**out, "reused": True} if adopted is not None else out)
+
+
+SELECTION_KEYS = ("selector", "selector_name", "params", "fraction", "budget", "selection_seconds",
+                  "selection_info", "reads_target", "node_id", "reused_from")
+"""Result fields that describe the selection and the run, not the training: a
+result adopted from another study takes these from this one."""
+
+
+def training_key(trainer: dict[str, Any], seed: int, num_labels: int, train: pd.DataFrame,
+                 evalf: pd.DataFrame) -> str:
+    """What a fine-tuned result depends on, by content: trainer settings, seed, classes,
+    and the train rows (in pick order) and eval rows themselves (ids, labels, texts).
+
+    Two studies whose selectors picked the same rows of the same texts (random,
+    k-means, a target-aware selector in a study that adds more selectors) train
+    the same model; the manifest's path or the study's other features do not
+    enter. Probe trials read embeddings and are not keyed this way.
+    """
+    h = hashlib.sha256(json.dumps({"trainer": trainer, "seed": int(seed), "num_labels": int(num_labels)},
+                                  sort_keys=True, default=str).encode())
+    for df in (train, evalf):
+        h.update(np.ascontiguousarray(df["id"].to_numpy(np.int64)).tobytes())
+        h.update(np.ascontiguousarray(df["label"].to_numpy(np.int64)).tobytes())
+        h.update("\x00".join(df["text"].astype(str)).encode())
+    return h.hexdigest()[:16]
+
+
+def reused_training(other: Path, name: str, key: str, seed: int, num_labels: int
+                    ) -> tuple[dict[str, Any], pd.DataFrame, Path] | None:
+    """The finished trial ``name`` of study folder ``other`` if it trained what ``key`` names.
+
+    The key is recomputed from that study's own files (its trainer config,
+    ``inputs/``, the trial's ``kept.parquet`` ids in pick order), never taken
+    on trust; a trial older than that study's inputs, one that failed, or one
+    whose per-row files do not match its result is not reused. Returns its
+    training metrics (the :data:`SELECTION_KEYS` dropped), its predictions and
+    the trial folder.
+    """
+    tdir = other / "trials" / name
+    try:
+        cached = json.loads((tdir / "result.json").read_text())
+        prev, prev_hash = cached["result"], cached["config_hash"]
+        trainer = json.loads((other / "study.json").read_text())["config"]["trainer"]
+        if (tdir / "result.json").stat().st_mtime < (other / "inputs" / "inputs.json").stat().st_mtime:
+            return None
+        if prev.get("trial_error") or not trial_files_current(tdir, prev_hash):
+            return None
+        pool = pd.read_parquet(other / "inputs" / "pool.parquet", columns=["id", "text", "label"])
+        evalf = pd.read_parquet(other / "inputs" / "eval.parquet", columns=["id", "text", "label"])
+        kept = pd.read_parquet(tdir / KEPT_FILE, columns=["id"])["id"].to_numpy(np.int64)
+        preds = pd.read_parquet(tdir / PREDICTIONS_FILE)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    pos = pd.Index(pool["id"]).get_indexer(kept)
+    if (pos < 0).any() or training_key(trainer, seed, num_labels, pool.iloc[pos], evalf) != key:
+        return None
+    return {k: v for k, v in prev.items() if k not in SELECTION_KEYS}, preds, tdir
 
 
 class TrialError(RuntimeError):
@@ -177,21 +250,26 @@ PREDICTIONS_FILE = "predictions.parquet"
 KEPT_FILE = "kept.parquet"
 
 
-def write_trial_files(trial_dir: Path, chash: str, evalf: pd.DataFrame, preds: EvalPredictions,
-                      kept: pd.DataFrame) -> None:
+def write_trial_files(trial_dir: Path, chash: str, evalf: pd.DataFrame,
+                      preds: EvalPredictions | pd.DataFrame, kept: pd.DataFrame) -> None:
     """Per-row evidence of one trial, each file atomic and stamped with the trial's config hash.
 
     ``predictions.parquet``: ``id``, ``label``, ``pred``, ``prob_<k>`` per eval
     row (the report's paired comparison reads these). ``kept.parquet``: the
     subset in pick order with the pool columns the sweep stored (``label``,
     ``original_label`` under label noise, ``n_words``, ``perplexity``...).
+    ``preds`` may be another trial's ``predictions.parquet`` (a reused result).
     """
-    table = {"id": evalf["id"].to_numpy(np.int64), "label": evalf["label"].to_numpy(np.int64),
-             "pred": np.asarray(preds.pred, np.int64)}
-    if preds.proba is not None and preds.proba.size:
-        for k in range(preds.proba.shape[1]):
-            table[f"prob_{k}"] = np.asarray(preds.proba[:, k], np.float32)
-    _write_stamped(trial_dir / PREDICTIONS_FILE, pd.DataFrame(table), chash)
+    if isinstance(preds, pd.DataFrame):
+        frame = preds
+    else:
+        table = {"id": evalf["id"].to_numpy(np.int64), "label": evalf["label"].to_numpy(np.int64),
+                 "pred": np.asarray(preds.pred, np.int64)}
+        if preds.proba is not None and preds.proba.size:
+            for k in range(preds.proba.shape[1]):
+                table[f"prob_{k}"] = np.asarray(preds.proba[:, k], np.float32)
+        frame = pd.DataFrame(table)
+    _write_stamped(trial_dir / PREDICTIONS_FILE, frame, chash)
     cols = [c for c in kept.columns if c != "text"]
     _write_stamped(trial_dir / KEPT_FILE, kept[cols].reset_index(drop=True), chash)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -182,3 +183,33 @@ def test_resume_of_an_experiment_tune_cannot_unpickle_reuses_the_trials(sst2_dir
     assert len(df) == 4 and (df["status"] == "TERMINATED").all()
     for attempts in (cfg.study_dir / "trials").glob("*/attempts.jsonl"):
         assert len(attempts.read_text().splitlines()) == 1  # trained once, reused on resume
+
+
+def test_a_study_adopts_the_trials_its_cache_dir_study_trained_on_the_same_rows(sst2_dir, tmp_path, ray_tmp,
+                                                                                  ray_local):
+    """cache_dir naming another study lends its trained trials: same rows, texts, trainer and
+    seed -> adopted (same predictions, no training); a new seed or another trainer -> trained."""
+    trainer = {"mode": "finetune", "model": "minilm", "epochs": 1.0, "batch_size": 16,
+               "learning_rate": 5e-5, "max_length": 48, "eval_batch_size": 64}
+
+    def study(name: str, seeds: list[int], **over: Any) -> Any:
+        raw = study_raw(sst2_dir, tmp_path, name, ray_tmp=ray_tmp, selectors=[{"name": "random"}],
+                        grid={"fractions": [0.2], "seeds": seeds, "full_reference": False},
+                        trainer={**trainer, **over.pop("trainer", {})}, **over)
+        raw["dataset"] = {**raw["dataset"], "pool_size": 80, "eval_size": 64}
+        cfg = make_cfg(raw)
+        return cfg, pd.read_csv(run_sweep(cfg).parent / "results.csv").set_index("seed")
+
+    first, a = study("lender", [0, 1])
+    second, b = study("borrower", [0, 1, 2], cache_dir=str(first.study_dir))
+    assert b.loc[[0, 1], "reused_from"].str.startswith(str(first.study_dir.resolve())).all()
+    assert b["reused_from"].isna().loc[2]
+    for seed in (0, 1):
+        assert b.loc[seed, "accuracy"] == a.loc[seed, "accuracy"]
+        name = b.loc[seed, "trial"]
+        ours = pd.read_parquet(second.study_dir / "trials" / name / "predictions.parquet")
+        theirs = pd.read_parquet(first.study_dir / "trials" / name / "predictions.parquet")
+        pd.testing.assert_frame_equal(ours, theirs)
+        assert not (second.study_dir / "tensorboard" / name).exists()  # nothing was trained
+    _, c = study("other-lr", [0], cache_dir=str(first.study_dir), trainer={"learning_rate": 1e-4})
+    assert c["reused_from"].isna().all()

@@ -34,6 +34,17 @@ def test_overhead_arithmetic():
     assert [t["error"] for t in _data()["trials"]] == [False, False, True]
 
 
+def test_a_reused_trial_counts_its_wall_but_not_the_work_an_earlier_sweep_did():
+    # A reused result carries the seconds its first run spent (the cost report
+    # needs them); this sweep only spent the wall of looking it up.
+    fresh = trial_times([{"trial_id": "a", "time_total_s": 10.0, "train_seconds": 7.0, "eval_seconds": 1.0}])
+    reused = trial_times([{"trial_id": "b", "time_total_s": 0.5, "train_seconds": 70.0, "eval_seconds": 9.0,
+                           "reused": True}])
+    o = overhead({"total_s": 20.0, "slots": 1, "trials": fresh + reused, "stages": {"tune": 11.0}})
+    assert reused[0]["reused"] and not fresh[0]["reused"] and reused[0]["work_s"] == 0.0
+    assert o["trial_work"] == 8.0 and o["trial_setup"] == pytest.approx(2.5) and o["overhead"] == 12.0
+
+
 def test_timeline_stages_accumulate_and_write(tmp_path):
     tl = Timeline()
     for _ in range(2):
