@@ -79,7 +79,8 @@ def _kept_lines(comp: pd.DataFrame, label_names: list[str], noise: dict[str, Any
     if target:
         lines += ["", f"The target ({_target_source(target)}) has {target['n_rows']:,} rows of mean "
                   f"{target['mean_words']:.1f} words. *Target AUC*: a logistic regression told subset "
-                  "rows from target rows on the pool's embeddings, cross-validated (3 folds); 0.5 means "
+                  "rows from target rows on the pool's embeddings (their 64 principal components), "
+                  "cross-validated (3 folds); 0.5 means "
                   "the subset is indistinguishable from the target, 1.0 fully apart. *Eval AUC*: the same "
                   "against the eval set, rows no selector saw (unless the target is the eval split). "
                   "Below 0.5 against the target means the subset hugs the very target rows it was chosen "
@@ -165,7 +166,7 @@ def _load_target_space(study: Path) -> Any:
         pool = pd.read_parquet(study / "inputs" / "pool.parquet", columns=["id"])
         evals = np.load(d / "eval_embedding.npy") if (d / "eval_embedding.npy").is_file() else None
         return TargetSpace(pool["id"].to_numpy(np.int64), np.load(d / "pool_embedding.npy"),
-                           np.load(d / "target_embedding.npy"), rows["n_words"].to_numpy(), evals)
+                           np.load(d / "target_embedding.npy"), rows["n_words"].to_numpy(), evals).projected()
     except (OSError, ValueError, KeyError):
         return None
 

@@ -80,6 +80,30 @@ class TargetSpace:
     """The eval set's embeddings: a second measure, against rows no selector saw
     (unless the target is the eval split itself)."""
 
+    def projected(self, dims: int = 64, seed: int = 0) -> TargetSpace:
+        """The same space on its first ``dims`` principal components (fitted once on
+        target, eval set and every 10th pool row).
+
+        Why: :func:`domain_auc` fits three logistic regressions per subset and two
+        subsets per trial; on 384-dim MiniLM embeddings that cost ~2 s a trial
+        (227 s of a 239 s report on the 81-trial target study). On 64
+        components a fit is ~50x cheaper and the ranking of subsets is kept
+        (random 0.77-0.79 < dsir 0.88, density_ratio 0.53 on that study);
+        absolute AUCs are a little lower, as fewer directions separate less.
+        """
+        from sklearn.decomposition import PCA
+
+        parts = [self.target_embedding, self.pool_embedding[::10]]
+        if self.eval_embedding is not None:
+            parts.append(self.eval_embedding)
+        fit = np.concatenate([np.asarray(p, np.float64) for p in parts])
+        if fit.shape[1] <= dims or len(fit) <= dims:
+            return self
+        pca = PCA(dims, random_state=seed).fit(fit)
+        return TargetSpace(self.pool_ids, pca.transform(self.pool_embedding), pca.transform(self.target_embedding),
+                           self.target_words,
+                           None if self.eval_embedding is None else pca.transform(self.eval_embedding))
+
     def auc(self, ids: np.ndarray, seed: int = 0) -> tuple[float, float]:
         """:func:`domain_auc` of the pool rows ``ids`` against the target, and against the eval set."""
         pos = pd.Index(self.pool_ids).get_indexer(np.asarray(ids, np.int64))
