@@ -10,9 +10,10 @@
   the trials' own seconds), else from a stated rough model of the reference
   2-core CPU machine;
 * the smallest accuracy difference the design detects at 80 % power (Holm's
-  first step over the selectors of a fraction), from the eval set's size and
-  a seed spread and row-level disagreement taken from an earlier study or
-  stated as assumptions.
+  first step over the selectors of a fraction, or of the whole study with
+  ``report.holm: study``), from the eval set's size and a per-fraction seed
+  spread and row-level disagreement taken from an earlier study with the
+  same trainer or stated as assumptions.
 
 The time model: features = rows to embed / rate per family; each trial =
 trial set-up + train examples (``max(ceil(epochs · rows / batch), min_steps)``
@@ -80,6 +81,8 @@ class Plan:
     """Fraction -> smallest detectable |Δ accuracy| (80 % power, α = 0.05 / comparisons)."""
     mde_from: str
     n_eval: int
+    comparisons: int
+    """The Holm family size: selectors vs random per fraction, or all of them (``report.holm: study``)."""
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -102,7 +105,7 @@ class Plan:
         for frac, mde in self.mde.items():
             out.append(f"detects at {frac * 100:g} %: |Δ accuracy| >= {mde * 100:.1f} points with "
                        f"{len(self.seeds)} seeds and {self.n_eval:,} eval rows (80 % power, Holm over "
-                       f"{max(len(self.trials) - 2, 1)} comparisons; {self.mde_from})")
+                       f"{max(self.comparisons, 1)} comparisons; {self.mde_from})")
         return out + [f"note: {n}" for n in self.notes]
 
 
@@ -147,10 +150,12 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     if any(s.startswith("standin:") for s in (cfg.features.encoder, cfg.features.perplexity_model or "",
                                               cfg.features.mlm_model or "")):
         notes.append("stand-in LMs not trained yet are not counted (about a minute each)")
-    mde, mde_from = _mde(cfg, n_eval, len(trials) - (1 if "random" in trials else 0)
-                         - (1 if "full" in trials else 0))
+    comparisons = len(trials) - (1 if "random" in trials else 0) - (1 if "full" in trials else 0)
+    if cfg.report.holm == "study":
+        comparisons *= len(cfg.grid.fractions)
+    mde, mde_from = _mde(cfg, n_eval, comparisons)
     return Plan(cfg.name, trials, list(cfg.grid.fractions), list(cfg.grid.seeds), features, seconds, rates,
-                slots, mde, mde_from, n_eval, notes)
+                slots, mde, mde_from, n_eval, comparisons, notes)
 
 
 def _examples(t: TrainerConfig, rows: int) -> float:
@@ -201,14 +206,12 @@ def _feature_status(cfg: StudyConfig, ds: TextDataset) -> list[tuple[str, str, b
 def _rates(cfg: StudyConfig) -> Rates:
     """This machine's rates from an earlier study with the same trainer, else the rough model."""
     t = cfg.trainer
-    same = {"mode": t.mode, "model": t.model, "max_length": t.max_length, "batch_size": t.batch_size}
     train, evals, setups = [], [], []
     seen: list[str] = []
     for study in sorted(Path(cfg.output_dir).glob("*/study.json")):
         try:
             meta = json.loads(study.read_text())
-            tr = (meta.get("config") or {}).get("trainer") or {}
-            if any(tr.get(k) != v for k, v in same.items()):
+            if not _same_trainer(cfg, meta):
                 continue
             timeline = json.loads((study.parent / "timeline.json").read_text())
         except (OSError, ValueError):
@@ -224,7 +227,9 @@ def _rates(cfg: StudyConfig) -> Rates:
                 train.append(r["train_seconds"] / max(examples, 1))
                 evals.append(r["eval_seconds"] / n_eval)
         o = timeline.get("overhead") or {}
-        if o.get("trials"):
+        # A timeline that counted reused trials' old seconds as work (before they were
+        # marked) has a negative set-up: not a rate.
+        if o.get("trials") and o.get("trial_setup", 0) >= 0:
             setups.append((o.get("trial_setup", 0) + max(o.get("tune_gaps", 0), 0)) / o["trials"])
         seen.append(study.parent.name)
     if len(train) >= 3:
@@ -241,31 +246,61 @@ def _mde(cfg: StudyConfig, n_eval: int, comparisons: int) -> tuple[dict[float, f
     """Per fraction, :func:`~dataselect.report.stats.min_detectable_effect` of this design."""
     from dataselect.report.stats import min_detectable_effect
 
-    sd, disagreement, src = ASSUMED["sd_seed"], ASSUMED["disagreement"], None
     earlier = _earlier_summary(cfg)
-    if earlier is not None:
-        sd_e, var_rows_e, n_eval_e, name = earlier
-        sd, disagreement = sd_e, var_rows_e * n_eval_e
-        src = f"seed spread and row variance of study {name!r}"
     alpha = 0.05 / max(comparisons, 1)
-    mde = {float(f): min_detectable_effect(sd, disagreement / n_eval, len(cfg.grid.seeds), alpha=alpha)
+    if earlier is None:
+        sd = {float(f): ASSUMED["sd_seed"] for f in cfg.grid.fractions}
+        disagreement = ASSUMED["disagreement"]
+        src = (f"assumed: seed sd {ASSUMED['sd_seed'] * 100:g} points, {ASSUMED['disagreement']:.0%} "
+               "of eval rows on which two arms disagree")
+    else:
+        sd, var_rows_e, n_eval_e, src = earlier
+        disagreement = var_rows_e * n_eval_e
+    mde = {float(f): min_detectable_effect(sd[float(f)], disagreement / n_eval, len(cfg.grid.seeds), alpha=alpha)
            for f in cfg.grid.fractions}
-    return mde, src or (f"assumed: seed sd {ASSUMED['sd_seed'] * 100:g} points, {ASSUMED['disagreement']:.0%} "
-                        "of eval rows on which two arms disagree")
+    return mde, src
 
 
-def _earlier_summary(cfg: StudyConfig) -> tuple[float, float, int, str] | None:
-    """(median seed sd, median row variance, its eval rows, study) from an earlier report here."""
+def _same_trainer(cfg: StudyConfig, meta: dict) -> bool:
+    """An earlier study trained like this one (mode, model, length, batch): its timings and spread apply."""
+    t, tr = cfg.trainer, (meta.get("config") or {}).get("trainer") or {}
+    return all(tr.get(k) == v for k, v in
+               {"mode": t.mode, "model": t.model, "max_length": t.max_length, "batch_size": t.batch_size}.items())
+
+
+def _earlier_summary(cfg: StudyConfig) -> tuple[dict[float, float], float, int, str] | None:
+    """(fraction -> median seed sd, median row variance, its eval rows, source) from an earlier report.
+
+    Only studies with the same trainer count (a probe's spread says nothing of
+    a fine-tune's), the one with the most of this grid's fractions first; a
+    fraction it lacks takes the median over all its fractions. The seed
+    spread shrinks with the subset (1.9 points at 1 %, 0.8 at 5 % in
+    reports/target), so one median for all fractions misstates both.
+    """
     import pandas as pd
 
+    best: tuple[int, str, pd.DataFrame, int] | None = None
     for summary in sorted(Path(cfg.output_dir).glob("*/report/summary.csv")):
         try:
-            s = pd.read_csv(summary)
             meta = json.loads((summary.parent.parent / "study.json").read_text())
+            if not _same_trainer(cfg, meta):
+                continue
+            s = pd.read_csv(summary)
             s = s[(s["metric"] == "accuracy") & s["var_rows"].notna() & s["sd_seed"].notna()]
             n = int((meta.get("dataset") or {}).get("n_eval") or 0)
         except (OSError, ValueError, KeyError):
             continue
-        if len(s) and n:
-            return float(s["sd_seed"].median()), float(s["var_rows"].median()), n, summary.parent.parent.name
-    return None
+        if not len(s) or not n:
+            continue
+        shared = len({float(f) for f in s["fraction"]} & {float(f) for f in cfg.grid.fractions})
+        if best is None or shared > best[0]:
+            best = (shared, summary.parent.parent.name, s, n)
+    if best is None:
+        return None
+    _, name, s, n = best
+    overall = float(s["sd_seed"].median())
+    by_frac = s.groupby("fraction")["sd_seed"].median()
+    sd = {float(f): float(by_frac.get(f, overall)) for f in cfg.grid.fractions}
+    spread = ", ".join(f"{f * 100:g} %: {v * 100:.2f}" for f, v in sd.items())
+    return sd, float(s["var_rows"].median()), n, (f"seed sd (points; {spread}) and row variance of study "
+                                                  f"{name!r}, same trainer")

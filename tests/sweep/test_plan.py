@@ -87,3 +87,39 @@ def test_predicted_time_is_close_to_the_real_run(sst2_dir, tmp_path, ray_tmp, ra
     run_sweep(again)
     actual = time.perf_counter() - t
     assert 1 / 1.5 <= actual / predicted <= 1.5, (actual, predicted, plan_b.lines())
+
+
+def _earlier(out: Path, name: str, trainer: dict, sd: dict[float, float], n_eval: int = 1000) -> None:
+    """A finished study's study.json and report/summary.csv, as the report writes them."""
+    import json
+
+    import pandas as pd
+
+    (out / name / "report").mkdir(parents=True)
+    (out / name / "study.json").write_text(json.dumps({"config": {"trainer": trainer},
+                                                        "dataset": {"n_eval": n_eval}}))
+    rows = [{"metric": "accuracy", "selector": s, "fraction": f, "sd_seed": v, "var_rows": 4e-5}
+            for f, v in sd.items() for s in ("a", "b")]
+    pd.DataFrame(rows).to_csv(out / name / "report" / "summary.csv", index=False)
+
+
+def test_detectable_effect_uses_a_same_trainer_study_per_fraction_and_the_holm_family(sst2_dir, tmp_path, ray_tmp):
+    from dataselect.report.stats import min_detectable_effect
+
+    raw = _ft_raw(sst2_dir, tmp_path, "mde", ray_tmp)
+    cfg = make_cfg(raw)
+    t = cfg.trainer
+    same = {"mode": t.mode, "model": t.model, "max_length": t.max_length, "batch_size": t.batch_size}
+    _earlier(tmp_path, "aprobe", {**same, "mode": "probe"}, {0.1: 0.2, 0.25: 0.2})  # first by name, ignored
+    _earlier(tmp_path, "ft", same, {0.1: 0.03, 0.25: 0.01})
+    ds = load_dataset(cfg.dataset)
+    n_eval = len(ds.eval)
+    plan = make_plan(cfg, ds, slots=2)
+    assert plan.comparisons == 1  # kcenter vs random, per fraction
+    for frac, sd in ((0.1, 0.03), (0.25, 0.01)):
+        want = min_detectable_effect(sd, 4e-5 * 1000 / n_eval, 2, alpha=0.05)
+        assert plan.mde[frac] == pytest.approx(want)
+    assert "study 'ft', same trainer" in "\n".join(plan.lines())
+    whole = make_plan(make_cfg({**raw, "report": {"holm": "study"}}), ds, slots=2)
+    assert whole.comparisons == 2 and whole.mde[0.1] > plan.mde[0.1]
+    assert "Holm over 2 comparisons" in "\n".join(whole.lines())
