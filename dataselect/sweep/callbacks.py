@@ -59,7 +59,7 @@ class TrialLines(Callback):
         return max(self._n or 0, len(trials))
 
     def eta_seconds(self, total: int) -> float | None:
-        """Seconds left: mean wall time of the finished trials x trials left / slots."""
+        """Seconds left: mean wall time of the finished trials that trained x trials left / slots."""
         if not self._walls:
             return None
         return float(np.mean(self._walls)) * max(total - self._done, 0) / self._slots
@@ -68,7 +68,8 @@ class TrialLines(Callback):
         self._done += 1
         self._changed = True
         t0 = self._started.pop(str(trial), None)
-        if t0 is not None and status == "done":
+        # A reused result took no training: its wall would make the time left look like seconds.
+        if t0 is not None and status == "done" and not (trial.last_result or {}).get("reused"):
             self._walls.append(self._clock() - t0)
         self._finished.append((str(trial), status, dict(trial.last_result or {})))
 
@@ -88,7 +89,8 @@ class TrialLines(Callback):
         acc = r.get("accuracy")
         what = f"accuracy {acc:.4f}" if isinstance(acc, (int, float)) else "no metrics"
         secs = r.get("time_total_s")
-        took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
+        took = (", reused (trained earlier)" if r.get("reused")
+                else f" in {secs:.0f} s" if isinstance(secs, (int, float)) else "")
         self._log.info("trial %s done: %s%s (%s)", trial, what, took, self._progress(trials))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -50,6 +50,23 @@ def test_eta_is_mean_wall_time_times_trials_left_over_slots(caplog):
     assert lines[1] == "trial b_f0.1_s0 done: accuracy 0.7000 in 10 s (2/6, about 3 min left)"
 
 
+def test_reused_trials_do_not_shrink_the_time_left(caplog):
+    caplog.set_level(logging.INFO)
+    clock = _Clock()
+    cb = TrialLines(4, slots=1, clock=clock)
+    old, new = _trial("a_f0.1_s0", 0.8), _trial("b_f0.1_s0", 0.7)
+    old.last_result["reused"] = True
+    cb.on_trial_start(0, [], old)
+    cb.on_trial_start(0, [], new)
+    clock.t = 1.0
+    cb.on_trial_complete(0, [], old)   # a reused result, back in 1 s
+    assert cb.eta_seconds(4) is None
+    clock.t = 90.0
+    cb.on_trial_complete(0, [], new)   # trained: 90 s, 2 left on 1 slot
+    assert cb.eta_seconds(4) == pytest.approx(180.0)
+    assert _messages(caplog)[0] == "trial a_f0.1_s0 done: accuracy 0.8000, reused (trained earlier) (1/4)"
+
+
 def test_table_is_printed_once_per_change_and_at_the_end(caplog):
     caplog.set_level(logging.INFO)
     clock = _Clock()
