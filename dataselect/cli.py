@@ -224,6 +224,31 @@ def standin(config: ConfigArg) -> None:
         typer.echo(f"{ref}: {path}")
 
 
+@app.command()
+@user_errors
+def compare(
+    first: Annotated[Path, typer.Argument(help="A study folder with a report (e.g. runs/families_probe).")],
+    second: Annotated[Path, typer.Argument(help="Another study of the same arms (e.g. runs/families).")],
+    metric: Annotated[str, typer.Option(help="Metric of summary.csv to compare.")] = "accuracy",
+    out: Annotated[Path | None, typer.Option(help="Write the markdown here (else stdout).")] = None,
+) -> None:
+    """Two studies' verdicts vs random side by side, selector by selector: where they disagree."""
+    from dataselect.report.compare import compare_lines, compare_summaries, load_summary
+
+    table = compare_summaries(load_summary(first), load_summary(second), metric)
+    if table.empty:
+        raise UserError(f"{first}, {second}: no selector × fraction with {metric!r} in both summaries")
+    text = "\n".join(compare_lines(table, first.name, second.name, metric))
+    if out is None:
+        typer.echo(text)
+    else:
+        from dataselect.features.store import atomic_write_bytes
+
+        atomic_write_bytes(out, text.encode())
+        atomic_write_bytes(out.with_suffix(".csv"), table.to_csv(index=False).encode())
+        typer.echo(f"compare: {out} ({int((~table['agree']).sum())} of {len(table)} verdicts differ)")
+
+
 def main(argv: list[str] | None = None, *, default: str | None = None) -> None:
     """Console entry point (``dataselect`` / ``python -m dataselect``).
 
