@@ -200,6 +200,7 @@ def train_standin_lm(
     max_length: int = 64,
     learning_rate: float = 3e-3,
     mask_prob: float = 0.15,
+    build: bool = True,
 ) -> Path:
     """Train (or reuse) an offline stand-in LM on ``texts``; return its folder.
 
@@ -230,6 +231,9 @@ def train_standin_lm(
         Peak AdamW learning rate (linear warm-up over 10% of steps, then linear decay).
     mask_prob : float, default=0.15
         Fraction of tokens masked per sequence (``modernbert`` only).
+    build : bool, default=True
+        False: return the folder without training (it may not exist yet);
+        ``plan`` uses it to tell whether the stand-in's features are cached.
 
     Returns
     -------
@@ -259,6 +263,8 @@ def train_standin_lm(
     ).hexdigest()[:16]
     parent = Path(out_dir)
     final = parent / f"standin-{kind}-{key}"
+    if not build:
+        return final
     if (final / "config.json").is_file():
         log.info("stand-in %s: reusing %s", kind, final)
         return final

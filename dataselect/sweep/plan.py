@@ -135,8 +135,11 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
         n_trials += len(seeds)
         train_examples += len(seeds) * _examples(cfg.trainer, budget_for(frac, n_pool))
     notes: list[str] = []
+    from dataselect.sweep.stages import resolve_standins
+
+    fcfg = resolve_standins(cfg, ds, build=False)  # trained stand-ins key their features like the sweep's
     try:
-        features = _feature_status(cfg, ds)
+        features = _feature_status(fcfg, ds)
     except ModelError as err:
         features, notes = [], [f"feature cache not checked: {err}"]
     rates = _rates(cfg)
@@ -147,8 +150,8 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     seconds = {"ray start": ROUGH["ray_start_s"],
                "features": embed * ROUGH["embed_s_per_row"] + other * ROUGH["other_family_s_per_row"],
                "trials": trial_s / slots, "report": ROUGH["report_s"]}
-    if any(s.startswith("standin:") for s in (cfg.features.encoder, cfg.features.perplexity_model or "",
-                                              cfg.features.mlm_model or "")):
+    if any(s.startswith("standin:") for s in (fcfg.features.encoder, fcfg.features.perplexity_model or "",
+                                              fcfg.features.mlm_model or "")):
         notes.append("stand-in LMs not trained yet are not counted (about a minute each)")
     comparisons = len(trials) - (1 if "random" in trials else 0) - (1 if "full" in trials else 0)
     if cfg.report.holm == "study":

@@ -22,11 +22,12 @@ from dataselect.core.errors import UserError
 log = logging.getLogger(__name__)
 
 
-def resolve_standins(cfg: StudyConfig, ds: TextDataset) -> StudyConfig:
+def resolve_standins(cfg: StudyConfig, ds: TextDataset, *, build: bool = True) -> StudyConfig:
     """Replace ``standin:<kind>`` model refs with trained stand-in folders.
 
     Stand-ins are trained on the pool's texts (never the eval split) and
     cached under ``<study_dir>/models``; see :mod:`dataselect.core.standin`.
+    ``build=False`` trains nothing: a ref whose stand-in is not trained yet stays as it is.
     """
     from dataselect.core.standin import train_standin_lm
 
@@ -37,7 +38,8 @@ def resolve_standins(cfg: StudyConfig, ds: TextDataset) -> StudyConfig:
             return ref
         if ref not in built:
             kind = ref[len(STANDIN_PREFIX):]
-            built[ref] = str(train_standin_lm(ds.train["text"].tolist(), cfg.cache_root / "models", kind=kind))
+            folder = train_standin_lm(ds.train["text"].tolist(), cfg.cache_root / "models", kind=kind, build=build)
+            built[ref] = str(folder) if build or (folder / "config.json").is_file() else ref
         return built[ref]
 
     feats = cfg.features.model_copy(update={

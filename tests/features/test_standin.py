@@ -39,8 +39,10 @@ def test_train_standin_is_cached_and_learns(tmp_path, sst2_train, monkeypatch):
     texts = sst2_train["text"].tolist()[:300]
     kw = dict(kind="qwen3", steps=30, vocab_size=300, hidden_size=32, batch_size=16, max_length=32,
               learning_rate=1e-2)
+    planned = standin.train_standin_lm(texts, tmp_path, **kw, build=False)  # what `plan` asks
+    assert not planned.exists()
     path = standin.train_standin_lm(texts, tmp_path, **kw)
-    assert path.name.startswith("standin-qwen3-") and (path / "config.json").is_file()
+    assert path == planned and path.name.startswith("standin-qwen3-") and (path / "config.json").is_file()
     info = json.loads((path / "standin.json").read_text())
     assert info["final_loss"] < np.log(300)  # below a uniform guess over the vocabulary
     assert not list(tmp_path.glob(".tmp-*"))
