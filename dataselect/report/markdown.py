@@ -291,7 +291,7 @@ def _write_report(study: Path, out: Path) -> None:
     budgets = {float(f): int(b) for f, b in ok.groupby("fraction")["budget"].first().items()
                if pd.notna(b)} if n_ok else {}
     lines = [f"# Study `{meta.get('name', study.name)}`", ""]
-    headline = conclusions(summary, budgets, metric) if n_ok else []
+    headline = conclusions(summary, budgets, metric, family) if n_ok else []
     if headline:
         lines += ["**Conclusion.**", "", *headline, ""]
         if "forest.png" in figs:

@@ -180,9 +180,15 @@ def _pts(x: float) -> str:
     return f"{x * 100:+.1f}"
 
 
-def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = "accuracy") -> list[str]:
-    """One sentence per fraction: who beats random after Holm, by how much, or what is ruled out."""
+def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = "accuracy",
+                holm_family: str = "fraction") -> list[str]:
+    """One sentence per fraction: who beats random after Holm, by how much, or what is ruled out.
+
+    The comparison count it names is the Holm family's: the fraction's, or the
+    whole study's with ``holm_family="study"``.
+    """
     s = summary[(summary["metric"] == metric) & ~summary["selector"].isin([BASELINE_KEY, FULL_KEY])]
+    n_study = int(np.isfinite(s["p_value"].astype(float)).sum())
     lines = []
     for frac, g in s.groupby("fraction", sort=True):
         rows = f" ({budgets[frac]:,} rows)" if frac in budgets else ""
@@ -201,8 +207,10 @@ def conclusions(summary: pd.DataFrame, budgets: dict[float, int], metric: str = 
                     f"correction ({metric}, 95 % CI): " + "; ".join(parts))
         else:
             best = tested.sort_values("delta", ascending=False).iloc[0]
-            text = (f"- {head}, **no selector beats random** after Holm correction ({len(tested)} "
-                    f"comparisons); the best, `{best.selector}`, is {_pts(best.delta)} points "
+            family = (f"{len(tested)} comparisons" if holm_family == "fraction"
+                      else f"{n_study} comparisons over all fractions")
+            text = (f"- {head}, **no selector beats random** after Holm correction ({family}); "
+                    f"the best, `{best.selector}`, is {_pts(best.delta)} points "
                     f"[{_pts(best.ci_low)}, {_pts(best.ci_high)}], and no interval reaches above "
                     f"{_pts(tested['ci_high'].max())} points")
         if not lose.empty:

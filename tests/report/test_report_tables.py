@@ -105,3 +105,17 @@ def test_holm_family_of_the_whole_study_spans_both_fractions():
         g = per[per["fraction"] == frac]
         np.testing.assert_allclose(g["p_holm"], holm(g["p_value"].to_numpy()))
     assert (whole["p_holm"].to_numpy() >= per["p_holm"].to_numpy()).all()
+
+
+def test_the_conclusion_names_the_holm_family_it_used():
+    from dataselect.report.tables import conclusions
+
+    rows = [{"metric": "accuracy", "selector": s, "fraction": f, "delta": d, "ci_low": d - 0.01,
+             "ci_high": d + 0.01, "p_value": 0.5, "significant": False}
+            for f in (0.01, 0.05) for s, d in (("a", 0.01), ("b", -0.01), ("c", 0.0))]
+    summary = pd.DataFrame(rows)
+    per = conclusions(summary, {0.01: 10, 0.05: 50})
+    whole = conclusions(summary, {0.01: 10, 0.05: 50}, holm_family="study")
+    assert "after Holm correction (3 comparisons)" in per[0]
+    assert "after Holm correction (6 comparisons over all fractions)" in whole[1]
+    assert "the best, `a`, is +1.0 points [+0.0, +2.0]" in whole[0]
