@@ -78,9 +78,10 @@ def compare_lines(table: pd.DataFrame, name_a: str, name_b: str, metric: str = "
              + ".", "",
              f"| fraction | selector | Δ {name_a} (95 % CI) | verdict | Δ {name_b} (95 % CI) | verdict | agree |",
              "|---|---|---|---|---|---|---|"]
+    def cell(d: float, lo: float, hi: float) -> str:
+        return f"{d * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
     for r in table.itertuples():
-        def cell(d: float, lo: float, hi: float) -> str:
-            return f"{d * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
         mark = "yes" if r.agree else ("**no**" if not r.same_sign else "no (same sign)")
         lines.append(f"| {r.fraction * 100:g} % | {r.selector} | {cell(r.delta_a, r.ci_low_a, r.ci_high_a)} | "
                      f"{r.verdict_a} | {cell(r.delta_b, r.ci_low_b, r.ci_high_b)} | {r.verdict_b} | {mark} |")

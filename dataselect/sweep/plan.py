@@ -120,6 +120,7 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     """The :class:`Plan` of ``cfg`` on the loaded dataset ``ds`` (no Ray, nothing written)."""
     from dataselect.core.errors import ModelError
     from dataselect.sweep.select_stage import budget_for, grid_specs
+    from dataselect.sweep.stages import resolve_standins
 
     n_pool, n_eval = len(ds.train), len(ds.eval)
     slots = slots or _slots(cfg)
@@ -135,8 +136,6 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
         n_trials += len(seeds)
         train_examples += len(seeds) * _examples(cfg.trainer, budget_for(frac, n_pool))
     notes: list[str] = []
-    from dataselect.sweep.stages import resolve_standins
-
     fcfg = resolve_standins(cfg, ds, build=False)  # trained stand-ins key their features like the sweep's
     try:
         features = _feature_status(fcfg, ds)
