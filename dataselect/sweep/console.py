@@ -58,6 +58,10 @@ class _ConsoleFilter(logging.Filter):
             # Tune's "Trial task failed" traceback: the trial's line says it, its
             # error.txt and the log file hold the traceback.
             return False
+        if record.name.startswith("ray.tune") and "Failed to fetch metrics for" in record.getMessage():
+            # On --resume Tune lists every trial that had not started yet (one line
+            # each, 192 in the families study); they simply run now.
+            return False
         if record.levelno >= logging.ERROR:
             return True
         if record.name in ("dataselect", "__main__") or record.name.startswith("dataselect."):

@@ -159,3 +159,17 @@ def test_closing_lines_print_the_headline_then_where_to_look(tmp_path):
                           f"TensorBoard: tensorboard --logdir {tmp_path / 's' / 'tensorboard'}"]
     (rep / "headline.txt").unlink()  # a report from before headlines existed: paths only
     assert closing_lines(rep / "report.md")[0].startswith("report: ")
+
+
+def test_tunes_list_of_unstarted_trials_on_resume_stays_off_the_console():
+    import logging
+
+    from dataselect.sweep.console import _ConsoleFilter
+
+    def rec(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.WARNING, __file__, 1, msg, None, None)
+
+    f = _ConsoleFilter()
+    assert not f.filter(rec("ray.tune.analysis.experiment_analysis",
+                            "Failed to fetch metrics for 192 trial(s):\n- a: FileNotFoundError(...)"))
+    assert f.filter(rec("ray.tune.tune", "Trial a: retrying (1 of 2)"))
