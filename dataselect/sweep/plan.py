@@ -121,6 +121,7 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     from dataselect.core.errors import ModelError
     from dataselect.sweep.select_stage import budget_for, grid_specs
     from dataselect.sweep.stages import resolve_standins
+    from dataselect.sweep.trial import trial_name_for
 
     n_pool, n_eval = len(ds.train), len(ds.eval)
     slots = slots or _slots(cfg)
@@ -128,14 +129,26 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     trials: dict[str, int] = {}
     train_examples = 0.0
     n_trials = 0
+    on_disk = {"finished": 0, "adoptable": 0}
+    other = cfg.cache_root.resolve()
+    lender = other if other != cfg.study_dir.resolve() and cfg.trainer.mode != "probe" else None
     for spec, frac in specs:
         seeds = cfg.grid.seeds
         if spec.key == "full" and cfg.grid.full_reference_seeds is not None:
             seeds = seeds[: cfg.grid.full_reference_seeds]
         trials[spec.key] = trials.get(spec.key, 0) + len(seeds)
-        n_trials += len(seeds)
-        train_examples += len(seeds) * _examples(cfg.trainer, budget_for(frac, n_pool))
+        for seed in seeds:
+            where = _finished_where(cfg.study_dir, lender, trial_name_for(spec.key, frac, seed))
+            if where is not None:
+                on_disk[where] += 1
+                continue  # its seconds were spent already
+            n_trials += 1
+            train_examples += _examples(cfg.trainer, budget_for(frac, n_pool))
     notes: list[str] = []
+    if on_disk["finished"] or on_disk["adoptable"]:
+        notes.append(f"{on_disk['finished']} trials have a finished result in the study folder and "
+                     f"{on_disk['adoptable']} in cache_dir's study ({other}); the time counts only the "
+                     f"{n_trials} others (a result whose config or rows changed runs again)")
     fcfg = resolve_standins(cfg, ds, build=False)  # trained stand-ins key their features like the sweep's
     try:
         features = _feature_status(fcfg, ds)
@@ -158,6 +171,17 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     mde, mde_from = _mde(cfg, n_eval, comparisons)
     return Plan(cfg.name, trials, list(cfg.grid.fractions), list(cfg.grid.seeds), features, seconds, rates,
                 slots, mde, mde_from, n_eval, comparisons, notes)
+
+
+def _finished_where(study: Path, lender: Path | None, name: str) -> str | None:
+    """``finished`` when the study holds a result for trial ``name``, ``adoptable`` when the
+    lending study (``cache_dir``) does, else None. Whether it is still current (same
+    config, same rows) is checked when the trial runs; the plan takes it at its word."""
+    if (study / "trials" / name / "result.json").is_file():
+        return "finished"
+    if lender is not None and (lender / "trials" / name / "result.json").is_file():
+        return "adoptable"
+    return None
 
 
 def _examples(t: TrainerConfig, rows: int) -> float:
@@ -206,38 +230,54 @@ def _feature_status(cfg: StudyConfig, ds: TextDataset) -> list[tuple[str, str, b
 
 
 def _rates(cfg: StudyConfig) -> Rates:
-    """This machine's rates from an earlier study with the same trainer, else the rough model."""
+    """This machine's rates from earlier studies with the same trainer, else the rough model.
+
+    Studies whose trials ran on as many CPUs as this one's (``ray.cpus_per_trial``)
+    come first: a 1-core trial trains at ~60 % of a 2-core one's speed here, so
+    mixing them misstates both. A study still running counts by its finished
+    trials (its timeline, for the set-up, comes when it ends); adopted results
+    (``reused_from``) are another study's seconds and are not counted twice.
+    """
     t = cfg.trainer
-    train, evals, setups = [], [], []
-    seen: list[str] = []
+    by_cpus: dict[bool, tuple[list[float], list[float], list[float], list[str]]] = {
+        True: ([], [], [], []), False: ([], [], [], [])}
     for study in sorted(Path(cfg.output_dir).glob("*/study.json")):
         try:
             meta = json.loads(study.read_text())
-            if not _same_trainer(cfg, meta):
-                continue
-            timeline = json.loads((study.parent / "timeline.json").read_text())
         except (OSError, ValueError):
             continue
+        if not _same_trainer(cfg, meta):
+            continue
+        cpus = ((meta.get("config") or {}).get("ray") or {}).get("cpus_per_trial")
+        train, evals, setups, seen = by_cpus[cpus == cfg.ray.cpus_per_trial]
+        n_before = len(train)
         for res in study.parent.glob("trials/*/result.json"):
             try:
                 r = json.loads(res.read_text())["result"]
             except (OSError, ValueError, KeyError):
                 continue
             steps, n_eval = r.get("steps"), r.get("n_eval")
-            if r.get("train_seconds") and steps and n_eval:
+            if r.get("train_seconds") and steps and n_eval and not r.get("reused_from"):
                 examples = steps * t.batch_size if t.mode == "finetune" else r.get("n_train") or 1
                 train.append(r["train_seconds"] / max(examples, 1))
                 evals.append(r["eval_seconds"] / n_eval)
-        o = timeline.get("overhead") or {}
+        try:
+            o = json.loads((study.parent / "timeline.json").read_text()).get("overhead") or {}
+        except (OSError, ValueError):
+            o = {}
         # A timeline that counted reused trials' old seconds as work (before they were
         # marked) has a negative set-up: not a rate.
         if o.get("trials") and o.get("trial_setup", 0) >= 0:
             setups.append((o.get("trial_setup", 0) + max(o.get("tune_gaps", 0), 0)) / o["trials"])
-        seen.append(study.parent.name)
-    if len(train) >= 3:
-        setup = float(np.median(setups)) if setups else ROUGH[t.mode]["setup_s"]
-        return Rates(float(np.median(train)), float(np.median(evals)), setup,
-                     f"{len(train)} trials of earlier studies here ({', '.join(seen)})")
+        if len(train) > n_before:
+            seen.append(study.parent.name)
+    for same_cpus in (True, False):
+        train, evals, setups, seen = by_cpus[same_cpus]
+        if len(train) >= 3:
+            setup = float(np.median(setups)) if setups else ROUGH[t.mode]["setup_s"]
+            cpus = "" if same_cpus else f", run on other than {cfg.ray.cpus_per_trial} CPUs per trial"
+            return Rates(float(np.median(train)), float(np.median(evals)), setup,
+                         f"{len(train)} trials of earlier studies here ({', '.join(seen)}{cpus})")
     r = ROUGH[t.mode]
     return Rates(r["train_s_per_example"], r["eval_s_per_row"], r["setup_s"],
                  "the rough model of the reference 2-core CPU machine with MiniLM (no earlier study "

@@ -123,3 +123,25 @@ def test_detectable_effect_uses_a_same_trainer_study_per_fraction_and_the_holm_f
     whole = make_plan(make_cfg({**raw, "report": {"holm": "study"}}), ds, slots=2)
     assert whole.comparisons == 2 and whole.mde[0.1] > plan.mde[0.1]
     assert "Holm over 2 comparisons" in "\n".join(whole.lines())
+
+
+def test_plan_does_not_count_trials_already_finished_or_adoptable(sst2_dir, tmp_path, ray_tmp):
+    raw = _ft_raw(sst2_dir, tmp_path, "part", ray_tmp)
+    lender = tmp_path / "lender"
+    raw["cache_dir"] = str(lender)
+    cfg = make_cfg(raw)
+    ds = load_dataset(cfg.dataset)
+    before = make_plan(cfg, ds, slots=2)
+    for folder, name in ((cfg.study_dir, "random_f0.1_s0"), (cfg.study_dir, "kcenter_f0.25_s1"),
+                         (lender, "random_f0.1_s1")):
+        (folder / "trials" / name).mkdir(parents=True)
+        (folder / "trials" / name / "result.json").write_text("{}")
+    after = make_plan(cfg, ds, slots=2)
+    r = ROUGH["finetune"]
+    per = {40: 6 * 16, 100: 14 * 16}  # examples of a 10 % (40-row) and a 25 % (100-row) trial
+    saved = (3 * r["setup_s"] + (2 * per[40] + per[100]) * r["train_s_per_example"]
+             + 3 * 200 * r["eval_s_per_row"]) / 2
+    assert after.seconds["trials"] == pytest.approx(before.seconds["trials"] - saved)
+    assert sum(after.trials.values()) == sum(before.trials.values()) == 8  # the grid is the grid
+    assert any("2 trials have a finished result in the study folder and 1 in cache_dir's study" in n
+               for n in after.notes)
