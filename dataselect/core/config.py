@@ -417,6 +417,15 @@ class StudyConfig(_Section):
         return Path(self.output_dir) / self.name
 
     @property
+    def lending_study(self) -> Path | None:
+        """``cache_dir`` when it is another study's folder with trials, whose finished
+        fine-tune trials this study may adopt (``sweep.trial.reused_training``); else None."""
+        other = self.cache_root.resolve()
+        if other == self.study_dir.resolve() or not (other / "trials").is_dir():
+            return None
+        return other
+
+    @property
     def cache_root(self) -> Path:
         """Where feature shards and stand-in models are cached."""
         return Path(self.cache_dir) if self.cache_dir is not None else self.study_dir

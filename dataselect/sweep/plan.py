@@ -130,8 +130,7 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     train_examples = 0.0
     n_trials = 0
     on_disk = {"finished": 0, "adoptable": 0}
-    other = cfg.cache_root.resolve()
-    lender = other if other != cfg.study_dir.resolve() and cfg.trainer.mode != "probe" else None
+    lender = cfg.lending_study if cfg.trainer.mode != "probe" else None
     for spec, frac in specs:
         seeds = cfg.grid.seeds
         if spec.key == "full" and cfg.grid.full_reference_seeds is not None:
@@ -147,7 +146,7 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     notes: list[str] = []
     if on_disk["finished"] or on_disk["adoptable"]:
         notes.append(f"{on_disk['finished']} trials have a finished result in the study folder and "
-                     f"{on_disk['adoptable']} in cache_dir's study ({other}); the time counts only the "
+                     f"{on_disk['adoptable']} in cache_dir's study ({cfg.cache_root}); the time counts only the "
                      f"{n_trials} others (a result whose config or rows changed runs again)")
     fcfg = resolve_standins(cfg, ds, build=False)  # trained stand-ins key their features like the sweep's
     try:

@@ -186,8 +186,7 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                for k, r in selections.items()}
     # A cache_dir that is another study's folder lends its trained trials too:
     # one whose rows, texts, trainer and seed match is adopted (trial.reused_training).
-    other = cfg.cache_root.resolve()
-    reuse_from = [str(other)] if other != study.resolve() and (other / "trials").is_dir() else []
+    reuse_from = [str(cfg.lending_study)] if cfg.lending_study is not None else []
     trainable = tune.with_resources(
         tune.with_parameters(run_trial_reported, study_dir=str(study),
                              trainer=cfg.trainer.model_dump(mode="json"),
