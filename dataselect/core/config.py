@@ -309,6 +309,11 @@ class TrainerConfig(_Section):
     pipeline ends with; ~2 points better on a 4-class set) or the raw mean-pooled
     ones. Falls back to ``embedding`` when the store has no normalised copy."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Arithmetic of training and eval: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where
+    the hardware is fast at it and shown equivalent, fp32 elsewhere; decided per trial on
+    the node it runs on, :mod:`dataselect.train.precision`). The precision used is
+    recorded in each result (``compute_dtype``) and is part of its cache key."""
 
 
 class RayConfig(_Section):

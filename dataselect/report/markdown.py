@@ -37,6 +37,7 @@ from dataselect.report.tables import (
     power_lines,
     summary_table,
     top_rows,
+    uneven_seeds,
 )
 from dataselect.train.metrics import METRICS
 
@@ -217,6 +218,16 @@ def write_report(study_dir: str | Path) -> Path:
     return path
 
 
+def _precision_text(ok: pd.DataFrame) -> str:
+    """``, fp32 (every trial)`` or the count per precision when trials differ (none for probes)."""
+    if "compute_dtype" not in ok or ok["compute_dtype"].isna().all():
+        return ""
+    counts = ok["compute_dtype"].dropna().value_counts()
+    if len(counts) == 1:
+        return f", {counts.index[0]} (every trial)"
+    return ", precision " + ", ".join(f"{k} in {v} trials" for k, v in counts.items()) + " (mixed!)"
+
+
 def _write_report(study: Path, out: Path) -> None:
     """Every report file of ``study``, written into the folder ``out``."""
     from dataselect.report.subsets import (
@@ -241,7 +252,8 @@ def _write_report(study: Path, out: Path) -> None:
     n_err = int((df["status"] == "ERROR").sum()) if not df.empty else 0
     ok = df[df["status"] == STATUS_OK] if not df.empty else df
     trials = ok["trial"].tolist() if n_ok else []
-    preds = load_trial_frames(study, trials, "predictions.parquet")
+    unreadable: dict[str, str] = {}
+    preds = load_trial_frames(study, trials, "predictions.parquet", unreadable)
     kept = load_trial_frames(study, trials, "kept.parquet")
     names = label_names or [str(i) for i in range(2)]
     family = ((cfg.get("report") or {}).get("holm") or "fraction")
@@ -303,7 +315,7 @@ def _write_report(study: Path, out: Path) -> None:
                   "split is untouched." if noise else None)
     lines += [
         "## Setup", "",
-        f"- Trainer: {how}.",
+        f"- Trainer: {how}{_precision_text(ok)}.",
         f"- Pool: {ds.get('n_pool', '?')} training rows from `{ds.get('source', '?')}`; "
         f"eval: {ds.get('n_eval', '?')} rows; classes {ds.get('label_names', '?')}.",
         *([noise_line] if noise_line else []),
@@ -366,6 +378,20 @@ def _write_report(study: Path, out: Path) -> None:
             lines.append("")
     else:
         lines += ["No finished trials.", ""]
+    left_out = {**summary.attrs.get("left_out", {}), **unreadable}
+    if left_out:
+        lines += ["## Trials left out of the statistics", "",
+                  f"{len(left_out)} finished trial(s) are in `results.csv` but in no interval, p-value "
+                  "or Holm family (their seed is dropped from the pairs of their cell):", "",
+                  "| trial | why |", "|---|---|"]
+        lines += [f"| {md_cell(t)} | {md_cell(why)} |" for t, why in sorted(left_out.items())]
+        lines.append("")
+    odd = uneven_seeds(summary, seeds, metric)
+    if odd:
+        lines += ["## Comparisons on other seeds than the study's", "",
+                  f"The study's seeds are {seeds}; these cells paired only the seeds listed (a trial "
+                  "missing, failed or left out on either side):", "",
+                  "| selector | fraction | seeds paired |", "|---|---|---|", *odd, ""]
     if n_err or len(df) > n_ok:
         lines += ["## Failed or incomplete trials", "", "| trial | status | error |", "|---|---|---|"]
         for r in df[df["status"] != STATUS_OK].to_dict("records"):

@@ -105,6 +105,9 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
         for k in ("train_loss", "selection_seconds", "train_seconds", "eval_seconds", "steps", "mode", "model",
                   "node_id", "selection_info", "reads_target", "reused_from"):
             row[k] = res.get(k)
+        # Fine-tunes before trainer.precision existed ran fp32 on CPU and said so by bf16=False.
+        row["compute_dtype"] = (res.get("compute_dtype") or ("bf16" if res.get("bf16") else "fp32")
+                            if ok and res.get("mode") != "probe" else None)
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -115,8 +118,13 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
 
 
 # --------------------------------------------------------------------------- per-row files
-def load_trial_frames(study: Path, trials: list[str], name: str) -> dict[str, pd.DataFrame]:
-    """``trials/<trial>/<name>`` for each trial that has it (predictions or kept rows)."""
+def load_trial_frames(study: Path, trials: list[str], name: str,
+                      unreadable: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
+    """``trials/<trial>/<name>`` for each trial that has it (predictions or kept rows).
+
+    A file that exists but cannot be read is left out with a warning, and its
+    trial and the cause go into ``unreadable`` when given (the report lists them).
+    """
     out = {}
     for t in trials:
         path = study / "trials" / t / name
@@ -125,4 +133,6 @@ def load_trial_frames(study: Path, trials: list[str], name: str) -> dict[str, pd
                 out[t] = pd.read_parquet(path)
             except (OSError, ValueError) as err:
                 log.warning("report: cannot read %s (%s); left out", path, err)
+                if unreadable is not None:
+                    unreadable[t] = f"{name} unreadable ({type(err).__name__}: {err})"
     return out

@@ -22,20 +22,43 @@ from dataselect.train.metrics import METRICS
 
 # --------------------------------------------------------------------------- stats
 SUMMARY_COLUMNS = ("metric", "selector", "fraction", "n_seeds", "mean", "std", "delta", "ci_low",
-                   "ci_high", "p_t", "p_value", "p_holm", "significant", "se", "df", "sd_seed", "var_rows")
+                   "ci_high", "p_t", "p_value", "p_holm", "significant", "se", "df", "sd_seed", "var_rows",
+                   "var_err", "n_rows", "seeds")
 ALPHA = 0.05
 
 
 class _Arms:
-    """Per (selector, fraction): the seeds with per-row predictions on the common eval rows, read once."""
+    """Per (selector, fraction): the seeds with per-row predictions on the common eval rows, read once.
+
+    A trial's predictions are realigned to the common rows by id (the same ids
+    in another order are the same rows); a trial whose ids are not the common
+    set is left out, and :attr:`left_out` says which and why.
+    """
 
     def __init__(self, ok: pd.DataFrame, preds: dict[str, pd.DataFrame], num_labels: int):
         self.ok, self.preds, self.k = ok, preds, num_labels
         self.cache: dict[tuple[str, float], tuple[list[int], np.ndarray] | None] = {}
+        self.left_out: dict[str, str] = {}
+        """``{trial: reason}`` of finished trials whose predictions could not be paired."""
         trials = ok["trial"] if "trial" in ok and preds else []
         first = next((preds[t] for t in trials if t in preds), None)
         self.ids = None if first is None else first["id"].to_numpy(np.int64)
         self.y = None if first is None else first["label"].to_numpy(np.int64)
+
+    def _aligned(self, trial: str) -> np.ndarray | None:
+        """The trial's predictions in the common row order, or None (reason in :attr:`left_out`)."""
+        p = self.preds.get(trial)
+        if p is None:
+            self.left_out[trial] = "no per-row predictions"
+            return None
+        ids = p["id"].to_numpy(np.int64)
+        if np.array_equal(ids, self.ids):
+            return p["pred"].to_numpy(np.int64)
+        if len(ids) == len(self.ids) and len(np.unique(ids)) == len(ids) and np.isin(self.ids, ids).all():
+            return p.set_index("id")["pred"].reindex(self.ids).to_numpy(np.int64)
+        self.left_out[trial] = (f"predictions on other eval rows ({len(ids):,} rows, "
+                                f"{int(np.isin(ids, self.ids).sum()):,} of the {len(self.ids):,} common ones)")
+        return None
 
     def get(self, sel: str, frac: float) -> tuple[list[int], np.ndarray] | None:
         """(seeds, (S, n) predictions) of every finished seed with predictions on the common rows."""
@@ -46,13 +69,16 @@ class _Arms:
             g = self.ok[(self.ok["selector"] == sel) & (self.ok["fraction"] == frac)].sort_values("seed")
             seeds, rows = [], []
             for t, sd in zip(g["trial"], g["seed"], strict=True):
-                p = self.preds.get(t)
-                if p is None or not np.array_equal(p["id"].to_numpy(), self.ids):
-                    continue
-                seeds.append(int(sd))
-                rows.append(p["pred"].to_numpy(np.int64))
+                pred = self._aligned(t)
+                if pred is not None:
+                    seeds.append(int(sd))
+                    rows.append(pred)
             self.cache[key] = (seeds, np.stack(rows)) if rows else None
         return self.cache[key]
+
+
+def _seed_list(seeds: list[int]) -> str:
+    return ",".join(str(x) for x in seeds)
 
 
 def summarize(df: pd.DataFrame, metric: str, preds: dict[str, pd.DataFrame] | None = None, *,
@@ -60,13 +86,17 @@ def summarize(df: pd.DataFrame, metric: str, preds: dict[str, pd.DataFrame] | No
               _arms: _Arms | None = None) -> pd.DataFrame:
     """Per selector × fraction: mean ± std over seeds and the comparison with ``random``.
 
-    Columns are :data:`SUMMARY_COLUMNS` plus ``n_pairs``. ``delta``, ``p_t``
-    come from the trials' metrics (seed-matched pairs); ``ci_low``,
-    ``ci_high``, ``p_value``, ``se``, ``df``, ``sd_seed``, ``var_rows`` from
-    :func:`~dataselect.report.stats.paired_difference` over ``preds``
-    (``{trial: predictions frame}``; NaN without them); ``p_holm`` adjusts
-    ``p_value`` over all selectors at one fraction (``holm_family="fraction"``)
-    or over every comparison of the study (``"study"``).
+    Columns are :data:`SUMMARY_COLUMNS` plus ``n_pairs``. ``ci_low``,
+    ``ci_high``, ``p_value``, ``se``, ``df``, ``sd_seed``, ``var_rows``,
+    ``var_err`` come from :func:`~dataselect.report.stats.paired_difference`
+    over ``preds`` (``{trial: predictions frame}``; NaN without them), on the
+    seeds both arms have predictions for, and so do ``delta`` and ``p_t``
+    (``seeds`` lists them): one row never mixes two seed sets. Without any
+    predictions ``delta`` comes from the trials' metrics, NaN metrics dropped
+    before pairing. Under two paired seeds a cell gets no p-value and is in no Holm
+    family. ``p_holm`` adjusts ``p_value`` over all selectors at one fraction
+    (``holm_family="fraction"``) or over every comparison of the study
+    (``"study"``).
     """
     from dataselect.report.stats import holm, paired_difference, paired_t
 
@@ -78,31 +108,36 @@ def summarize(df: pd.DataFrame, metric: str, preds: dict[str, pd.DataFrame] | No
     out = []
     for (sel, frac), g in ok.groupby(["selector", "fraction"], sort=True):
         vals = g.sort_values("seed")[metric].to_numpy(float)
+        vals = vals[np.isfinite(vals)]
         row: dict[str, Any] = {"metric": metric, "selector": sel, "fraction": frac, "n_seeds": len(vals),
-                               "mean": float(vals.mean()),
+                               "mean": float(vals.mean()) if len(vals) else float("nan"),
                                "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                               "n_pairs": 0}
+                               "n_pairs": 0, "seeds": "", "n_rows": 0}
         row.update({c: float("nan") for c in ("delta", "ci_low", "ci_high", "p_t", "p_value", "se", "df",
-                                              "sd_seed", "var_rows")})
+                                              "sd_seed", "var_rows", "var_err")})
         if sel not in (BASELINE_KEY, FULL_KEY):
-            b = base[base["fraction"] == frac].set_index("seed")[metric]
-            sv = g.set_index("seed")[metric]
+            b = base[base["fraction"] == frac].set_index("seed")[metric].astype(float).dropna()
+            sv = g.set_index("seed")[metric].astype(float).dropna()
             common = sorted(set(sv.index) & set(b.index))
-            row["n_pairs"] = len(common)
-            if common:
-                a_v, b_v = sv.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
-                row["delta"] = float((a_v - b_v).mean())
-                row["p_t"] = paired_t(a_v, b_v)
             arm, ref = arms.get(sel, frac), arms.get(BASELINE_KEY, frac)
             if arm and ref:
-                both = sorted(set(arm[0]) & set(ref[0]))
+                both = sorted(set(arm[0]) & set(ref[0]) & set(common))
                 if both:
                     ia = [arm[0].index(x) for x in both]
                     ib = [ref[0].index(x) for x in both]
                     r = paired_difference(arms.y, arm[1][ia], ref[1][ib], arms.k, metric)
-                    row.update(delta=r.delta, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value,
-                               se=r.se, df=r.df, sd_seed=r.sd_seed, var_rows=r.var_rows,
-                               n_pairs=len(both))
+                    row.update(delta=r.delta, ci_low=r.ci_low, ci_high=r.ci_high, p_value=r.p_value, se=r.se, df=r.df,
+                               sd_seed=r.sd_seed, var_rows=r.var_rows, var_err=r.var_err, n_rows=r.n_rows)
+                common = both
+            elif arms.ids is not None:  # predictions exist, but not for both arms here: no paired cell
+                common = []
+            row["n_pairs"] = len(common)
+            row["seeds"] = _seed_list(common)
+            if common:
+                a_v, b_v = sv.loc[common].to_numpy(float), b.loc[common].to_numpy(float)
+                if not np.isfinite(row["delta"]):
+                    row["delta"] = float((a_v - b_v).mean())
+                row["p_t"] = paired_t(a_v, b_v)
         out.append(row)
     res = pd.DataFrame(out)
     if res.empty:
@@ -117,11 +152,29 @@ def summarize(df: pd.DataFrame, metric: str, preds: dict[str, pd.DataFrame] | No
 
 def summary_table(df: pd.DataFrame, preds: dict[str, pd.DataFrame], num_labels: int,
                   holm_family: str = "fraction") -> pd.DataFrame:
-    """:func:`summarize` for every metric, predictions read once: the rows of ``summary.csv``."""
+    """:func:`summarize` for every metric, predictions read once: the rows of ``summary.csv``.
+
+    ``attrs["left_out"]`` is ``{trial: reason}`` of the finished trials that no
+    interval could use (see :class:`_Arms`).
+    """
     ok = df[df["status"] == STATUS_OK]
     arms = _Arms(ok, preds, num_labels)
-    return pd.concat([summarize(df, m, holm_family=holm_family, _arms=arms) for m in METRICS],
-                     ignore_index=True)
+    res = pd.concat([summarize(df, m, holm_family=holm_family, _arms=arms) for m in METRICS],
+                    ignore_index=True)
+    res.attrs["left_out"] = dict(sorted(arms.left_out.items()))
+    return res
+
+
+def uneven_seeds(summary: pd.DataFrame, seeds: list[int] | None, metric: str = "accuracy") -> list[str]:
+    """Report lines for the comparisons that used other seeds than the study's (``seeds``)."""
+    if not seeds or "seeds" not in summary:
+        return []
+    want = _seed_list(sorted(int(x) for x in seeds))
+    s = summary[(summary["metric"] == metric) & ~summary["selector"].isin([BASELINE_KEY, FULL_KEY])
+                & (summary["fraction"] < 1)]
+    odd = s[s["seeds"].fillna("").astype(str) != want]
+    return [f"| {r['selector']} | {r['fraction'] * 100:g} % | {r['seeds'] or 'none'} |"
+            for r in odd.to_dict("records")]
 
 
 @dataclass(frozen=True)
@@ -133,7 +186,13 @@ class Power:
     var_rows: float
     alpha: float
     mde: float
-    """Smallest |Δ| detected with 80 % power at level ``alpha``."""
+    """Smallest |Δ| the report's own test detects with 80 % power at level ``alpha``."""
+    var_err: float = float("nan")
+    n_rows: int | None = None
+
+
+def _median(g: pd.DataFrame, col: str) -> float:
+    return float(np.nanmedian(g[col].astype(float))) if col in g and g[col].notna().any() else float("nan")
 
 
 def power_by_fraction(summary: pd.DataFrame, metric: str = "accuracy",
@@ -142,19 +201,24 @@ def power_by_fraction(summary: pd.DataFrame, metric: str = "accuracy",
 
     Uses the median seed spread and eval-row variance over the fraction's
     comparisons, α = 0.05 / m (the first step of Holm over the m comparisons
-    of its family: the fraction's selectors, or the whole study's), 80 % power.
+    of its family: the fraction's selectors, or the whole study's), 80 % power
+    of the report's t test (:func:`~dataselect.report.stats.min_detectable_effect`).
     """
     from dataselect.report.stats import min_detectable_effect
 
-    s = summary[(summary["metric"] == metric) & np.isfinite(summary["var_rows"].astype(float))]
+    s = summary[(summary["metric"] == metric) & np.isfinite(summary["p_value"].astype(float))]
     m_study = len(s)
     out = {}
     for frac, g in s.groupby("fraction", sort=True):
         n = int(g["n_pairs"].median())
-        sd = float(np.nanmedian(g["sd_seed"])) if g["sd_seed"].notna().any() else 0.0
-        vr = float(g["var_rows"].median())
+        sd = _median(g, "sd_seed")
+        sd = 0.0 if not np.isfinite(sd) else sd
+        vr, ve = float(g["var_rows"].median()), _median(g, "var_err")
+        rows = int(_median(g, "n_rows")) if np.isfinite(_median(g, "n_rows")) and _median(g, "n_rows") > 0 \
+            else None
         alpha = ALPHA / (len(g) if holm_family == "fraction" else m_study)
-        out[float(frac)] = Power(n, sd, vr, alpha, min_detectable_effect(sd, vr, n, alpha=alpha))
+        mde = min_detectable_effect(sd, vr, n, n_rows=rows, var_err=ve, alpha=alpha)
+        out[float(frac)] = Power(n, sd, vr, alpha, mde, ve, rows)
     return out
 
 
@@ -165,14 +229,14 @@ def power_lines(summary: pd.DataFrame, metric: str = "accuracy", effect: float =
 
     lines = []
     for frac, p in power_by_fraction(summary, metric, holm_family).items():
-        need = seeds_needed(effect, p.sd_seed, p.var_rows, alpha=p.alpha)
+        need = seeds_needed(effect, p.sd_seed, p.var_rows, n_rows=p.n_rows, var_err=p.var_err, alpha=p.alpha)
         need_s = (f"a {effect * 100:g}-point effect would need {need} seeds" if need is not None else
-                  f"no number of seeds reaches a {effect * 100:g}-point effect: the eval set's own "
-                  f"noise (±{np.sqrt(p.var_rows) * 100:.2f} points per comparison) is too large")
+                  f"no number of seeds up to 1,000 reaches a {effect * 100:g}-point effect: the eval "
+                  f"set's own noise (±{np.sqrt(p.var_rows) * 100:.2f} points per comparison) is too large")
         lines.append(f"- {frac * 100:g} %: with {p.n_seeds} seeds the design detects |Δ {metric}| ≥ "
-                     f"{p.mde * 100:.2f} points (80 % power, α = 0.05/{round(ALPHA / p.alpha)}, median "
-                     f"seed sd {p.sd_seed * 100:.2f}, eval-row sd {np.sqrt(p.var_rows) * 100:.2f} points); "
-                     f"{need_s}.")
+                     f"{p.mde * 100:.2f} points (80 % power of the report's t test on its estimated df, "
+                     f"simulated; α = 0.05/{round(ALPHA / p.alpha)}, median seed sd {p.sd_seed * 100:.2f}, "
+                     f"eval-row sd {np.sqrt(p.var_rows) * 100:.2f} points); {need_s}.")
     return lines
 
 

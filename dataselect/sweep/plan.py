@@ -289,15 +289,17 @@ def _mde(cfg: StudyConfig, n_eval: int, comparisons: int) -> tuple[dict[float, f
 
     earlier = _earlier_summary(cfg)
     alpha = 0.05 / max(comparisons, 1)
+    err = float("nan")  # σ²_error per row; unknown: the power model assumes it equals σ²_row
     if earlier is None:
         sd = {float(f): ASSUMED["sd_seed"] for f in cfg.grid.fractions}
         disagreement = ASSUMED["disagreement"]
         src = (f"assumed: seed sd {ASSUMED['sd_seed'] * 100:g} points, {ASSUMED['disagreement']:.0%} "
                "of eval rows on which two arms disagree")
     else:
-        sd, var_rows_e, n_eval_e, src = earlier
-        disagreement = var_rows_e * n_eval_e
-    mde = {float(f): min_detectable_effect(sd[float(f)], disagreement / n_eval, len(cfg.grid.seeds), alpha=alpha)
+        sd, var_rows_e, var_err_e, n_eval_e, src = earlier
+        disagreement, err = var_rows_e * n_eval_e, var_err_e * n_eval_e
+    mde = {float(f): min_detectable_effect(sd[float(f)], disagreement / n_eval, len(cfg.grid.seeds),
+                                           n_rows=n_eval, var_err=err / n_eval, alpha=alpha)
            for f in cfg.grid.fractions}
     return mde, src
 
@@ -309,8 +311,9 @@ def _same_trainer(cfg: StudyConfig, meta: dict) -> bool:
                {"mode": t.mode, "model": t.model, "max_length": t.max_length, "batch_size": t.batch_size}.items())
 
 
-def _earlier_summary(cfg: StudyConfig) -> tuple[dict[float, float], float, int, str] | None:
-    """(fraction -> median seed sd, median row variance, its eval rows, source) from an earlier report.
+def _earlier_summary(cfg: StudyConfig) -> tuple[dict[float, float], float, float, int, str] | None:
+    """(fraction -> median seed sd, median row and error variances, its eval rows, source) from an
+    earlier report (the error variance NaN in reports written before it was recorded).
 
     Only studies with the same trainer count (a probe's spread says nothing of
     a fine-tune's), the one with the most of this grid's fractions first; a
@@ -343,5 +346,6 @@ def _earlier_summary(cfg: StudyConfig) -> tuple[dict[float, float], float, int, 
     by_frac = s.groupby("fraction")["sd_seed"].median()
     sd = {float(f): float(by_frac.get(f, overall)) for f in cfg.grid.fractions}
     spread = ", ".join(f"{f * 100:g} %: {v * 100:.2f}" for f, v in sd.items())
-    return sd, float(s["var_rows"].median()), n, (f"seed sd (points; {spread}) and row variance of study "
+    var_err = float(s["var_err"].median()) if "var_err" in s else float("nan")
+    return sd, float(s["var_rows"].median()), var_err, n, (f"seed sd (points; {spread}) and row variance of study "
                                                   f"{name!r}, same trainer")

@@ -85,7 +85,10 @@ def run_trial(
     sel = selections[cell_id(cell["selector"], cell["fraction"], seed)]
     study = Path(study_dir)
     tcfg = TrainerConfig(**trainer)
-    chash = config_hash({"cell": cell, "seed": seed, "trainer": trainer, "inputs": inputs_key,
+    precision = trial_precision(tcfg)
+    tcfg = tcfg.model_copy(update={"precision": precision or tcfg.precision})
+    keyed = trainer_key(trainer, precision)
+    chash = config_hash({"cell": cell, "seed": seed, "trainer": keyed, "inputs": inputs_key,
                           "manifest": sel["path"], "num_labels": num_labels})
     trial_dir = study / "trials" / name
     trial_dir.mkdir(parents=True, exist_ok=True)
@@ -115,7 +118,7 @@ def run_trial(
     evalf = pd.read_parquet(inputs / "eval.parquet")
     adopted = None
     if reuse_from and tcfg.mode != "probe":
-        key = training_key(trainer, seed, num_labels, pool.iloc[pos], evalf)
+        key = training_key(keyed, seed, num_labels, pool.iloc[pos], evalf)
         adopted = next((r for o in reuse_from if (r := reused_training(Path(o), name, key, seed, num_labels))),
                        None)
     if adopted is not None:
@@ -149,6 +152,30 @@ def run_trial(
            "node_id": ray.get_runtime_context().get_node_id(), **res}
     atomic_write_text(cached, json.dumps({"config_hash": chash, "result": out}, default=float))
     tune.report({**out, "reused": True} if adopted is not None else out)
+
+
+def trial_precision(tcfg: TrainerConfig) -> str | None:
+    """The precision a fine-tune trial runs in on this node (``fp32`` / ``bf16``); None for a probe."""
+    if tcfg.mode == "probe":
+        return None
+    from dataselect.core.models import pick_device
+    from dataselect.train.precision import resolve_precision
+
+    return resolve_precision(tcfg.precision, pick_device(tcfg.device))
+
+
+def trainer_key(trainer: dict[str, Any], precision: str | None) -> dict[str, Any]:
+    """The trainer settings a result depends on: the config with ``precision`` resolved.
+
+    ``precision`` enters only when it is not fp32, so an fp32 trial keeps the key it
+    had before the setting existed (every earlier result was fp32) and studies that
+    ran then are still resumed and adopted; ``auto`` never enters, only what it
+    resolved to on the node that trained.
+    """
+    out = {k: v for k, v in trainer.items() if k != "precision"}
+    if precision not in (None, "fp32"):
+        out["precision"] = precision
+    return out
 
 
 SELECTION_KEYS = ("selector", "selector_name", "params", "fraction", "budget", "selection_seconds",
@@ -191,7 +218,8 @@ def reused_training(other: Path, name: str, key: str, seed: int, num_labels: int
     try:
         cached = json.loads((tdir / "result.json").read_text())
         prev, prev_hash = cached["result"], cached["config_hash"]
-        trainer = json.loads((other / "study.json").read_text())["config"]["trainer"]
+        trainer = trainer_key(json.loads((other / "study.json").read_text())["config"]["trainer"],
+                              prev.get("compute_dtype", "fp32"))
         if (tdir / "result.json").stat().st_mtime < (other / "inputs" / "inputs.json").stat().st_mtime:
             return None
         if prev.get("trial_error") or not trial_files_current(tdir, prev_hash):

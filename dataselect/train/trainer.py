@@ -37,6 +37,7 @@ from dataselect.core.config import TrainerConfig
 from dataselect.core.errors import DataError
 from dataselect.train.board import Board
 from dataselect.train.metrics import classification_metrics, subset_summary
+from dataselect.train.precision import fast_bf16, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -169,16 +170,9 @@ def _autocast(device: str, bf16: bool) -> Any:
 
     import torch
 
-    if bf16 and device.startswith("cuda"):
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _use_bf16(device: str) -> bool:
-    import torch
-
-    # CPU bf16 autocast is slower than fp32 on CPUs without AMX; GPU only.
-    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def _lr_lambda(warmup: int, total: int):
@@ -213,7 +207,8 @@ def finetune(
     cfg : TrainerConfig
         ``model``, ``learning_rate``, ``weight_decay``, ``epochs`` (may be
         fractional; at least ``min_steps`` steps are taken), ``batch_size``, ``eval_batch_size``, ``max_length``,
-        ``warmup_ratio`` (linear warm-up, then linear decay), ``device``.
+        ``warmup_ratio`` (linear warm-up, then linear decay), ``device``, ``precision``
+        (:func:`~dataselect.train.precision.resolve_precision`).
     num_labels : int
         Size of the classifier head (K), also when a class is absent from ``train_df``.
     seed : int
@@ -237,7 +232,7 @@ def finetune(
         ``accuracy``, ``macro_f1``, ``precision``, ``recall``, ``n_train``,
         ``class_counts``, ``missing_classes``, ``train_loss`` (mean over the
         last epoch), ``steps``, ``train_seconds``, ``eval_seconds``,
-        ``train_examples_per_second``, ``device``, ``bf16``...
+        ``train_examples_per_second``, ``device``, ``compute_dtype`` (the precision used: ``fp32`` / ``bf16``; not ``precision``, a metric)...
     """
     import torch
     import torch.nn.functional as F
@@ -248,7 +243,11 @@ def finetune(
     _check_frame(train_df, "train_df", num_labels)
     _check_frame(eval_df, "eval_df", num_labels)
     device = pick_device(cfg.device)
-    bf16 = _use_bf16(device)
+    precision = resolve_precision(cfg.precision, device)
+    bf16 = precision == "bf16"
+    if bf16 and not fast_bf16(device)[0]:
+        log.warning("trainer.precision: bf16 on %s, which has no fast bf16 (%s): expect it to be far "
+                    "slower than fp32", device, fast_bf16(device)[1])
     summary = subset_summary(train_df["label"].to_numpy(), num_labels)
     if summary["missing_classes"]:
         log.warning("training subset has no rows of classes %s (counts %s); training anyway",
@@ -325,7 +324,7 @@ def finetune(
         train_loss=float(np.mean(epoch_losses)) if epoch_losses else float("nan"), steps=step,
         train_seconds=train_s, eval_seconds=eval_s,
         train_examples_per_second=seen / train_s if train_s > 0 else float("nan"),
-        device=device, bf16=bf16,
+        device=device, bf16=bf16, compute_dtype=precision,
     )
     board.finish(hparams_record(cfg, seed, summary["n_train"], hparams), metrics, step,
                  summary["class_counts"], label_names)

@@ -119,3 +119,86 @@ def test_the_conclusion_names_the_holm_family_it_used():
     assert "after Holm correction (3 comparisons)" in per[0]
     assert "after Holm correction (6 comparisons over all fractions)" in whole[1]
     assert "the best, `a`, is +1.0 points [+0.0, +2.0]" in whole[0]
+
+
+def _pred_frames(rng: np.random.Generator, df: pd.DataFrame, n: int = 300) -> tuple[pd.DataFrame, dict]:
+    """Per-row predictions for every finished trial of ``df`` (kcenter right more often), and the
+    frame with trial names and each trial's metrics recomputed from its predictions."""
+    from dataselect.train.metrics import classification_metrics
+
+    y = rng.integers(0, 2, n)
+    df = df.copy()
+    df["trial"] = [f"{r.selector}-{r.fraction:g}-{r.seed}" for r in df.itertuples()]
+    preds = {}
+    for i, r in df.iterrows():
+        if r["status"] != "TERMINATED":
+            continue
+        acc = 0.8 if r["selector"] == "kcenter" else 0.75
+        p = np.where(rng.random(n) < acc, y, 1 - y)
+        preds[r["trial"]] = pd.DataFrame({"id": np.arange(n), "label": y, "pred": p})
+        for m, v in classification_metrics(y, p, 2).items():
+            df.loc[i, m] = v
+    return df, preds
+
+
+def test_predictions_in_another_row_order_are_realigned_not_dropped():
+    from dataselect.report.tables import summary_table
+
+    df, preds = _pred_frames(np.random.default_rng(1), _frame(np.random.default_rng(1)))
+    want = summary_table(df, preds, 2).set_index(["metric", "selector", "fraction"])
+    shuffled = dict(preds)
+    t = "kcenter-0.1-2"
+    shuffled[t] = preds[t].sample(frac=1.0, random_state=0)  # same ids, other order
+    got = summary_table(df, shuffled, 2)
+    assert got.attrs["left_out"] == {}
+    got = got.set_index(["metric", "selector", "fraction"])
+    cols = ["delta", "ci_low", "ci_high", "p_value", "n_pairs"]
+    pd.testing.assert_frame_equal(got[cols], want[cols])
+    assert got.loc[("accuracy", "kcenter", 0.1), "n_pairs"] == 4
+
+
+def test_a_trial_without_predictions_leaves_its_cell_on_one_seed_set_and_is_named():
+    """Seed 2 of kcenter at 10 % lost its predictions: Δ, p_t and the interval all use seeds
+    0, 1, 3 (no row mixes 4 and 3 seeds), the trial is named with its reason, and the cell's
+    seeds are listed."""
+    from dataselect.report.tables import summary_table, uneven_seeds
+
+    df, preds = _pred_frames(np.random.default_rng(2), _frame(np.random.default_rng(2)))
+    del preds["kcenter-0.1-2"]
+    s = summary_table(df, preds, 2)
+    assert s.attrs["left_out"] == {"kcenter-0.1-2": "no per-row predictions"}
+    row = s.set_index(["metric", "selector", "fraction"]).loc[("accuracy", "kcenter", 0.1)]
+    ok = df[df["status"] == "TERMINATED"].set_index(["selector", "fraction", "seed"])["accuracy"]
+    k = np.array([ok[("kcenter", 0.1, sd)] for sd in (0, 1, 3)])
+    r = np.array([ok[("random", 0.1, sd)] for sd in (0, 1, 3)])
+    assert row["n_pairs"] == 3 and row["seeds"] == "0,1,3"
+    assert row["delta"] == pytest.approx((k - r).mean())
+    assert row["p_t"] == pytest.approx(_paired_t(k, r))
+    assert uneven_seeds(s, [0, 1, 2, 3]) == ["| kcenter | 10 % | 0,1,3 |"]
+
+
+def test_a_nan_metric_in_a_random_trial_drops_that_seed_only():
+    df = _frame(np.random.default_rng(3))
+    i = df.index[(df["selector"] == "random") & (df["fraction"] == 0.1) & (df["seed"] == 1)][0]
+    df.loc[i, "accuracy"] = np.nan
+    row = summarize(df, "accuracy").set_index(["selector", "fraction"]).loc[("kcenter", 0.1)]
+    ok = df[df["status"] == "TERMINATED"].set_index(["selector", "fraction", "seed"])["accuracy"]
+    d = [ok[("kcenter", 0.1, sd)] - ok[("random", 0.1, sd)] for sd in (0, 2, 3)]
+    assert row["n_pairs"] == 3 and row["delta"] == pytest.approx(np.mean(d))
+    rand = summarize(df, "accuracy").set_index(["selector", "fraction"]).loc[("random", 0.1)]
+    assert np.isfinite(rand["mean"]) and rand["n_seeds"] == 3
+
+
+def test_one_paired_seed_is_in_no_holm_family_and_never_significant():
+    """One seed pair with predictions: Δ is shown, but there is no p-value, it does not count
+    in Holm's m, and it is never bold."""
+    from dataselect.report.tables import summary_table
+
+    df, preds = _pred_frames(np.random.default_rng(4), _frame(np.random.default_rng(4)))
+    for sd in (1, 2, 3):
+        del preds[f"kcenter-0.2-{sd}"]
+    s = summary_table(df, preds, 2).set_index(["metric", "selector", "fraction"])
+    row = s.loc[("accuracy", "kcenter", 0.2)]
+    assert row["n_pairs"] == 1 and np.isfinite(row["delta"])
+    assert np.isnan(row["p_value"]) and np.isnan(row["p_holm"]) and not row["significant"]
+    assert np.isnan(row["ci_low"])

@@ -70,10 +70,10 @@ def test_variance_components_by_hand():
     MS_row = 2·(1+0+1)/2 = 2, MS_seed = 3·(1+1)/1 = 6, residuals all 0 → MS_error = 0;
     Var = (2 + 6 - 0) / 6, Satterthwaite df = Var² / ((2/6)²/2 + (6/6)²/1)."""
     d = np.array([[-1.0, 0.0, 1.0], [1.0, 2.0, 3.0]])
-    var, df, var_rows = variance_components(d)
-    assert var == pytest.approx(8 / 6)
-    assert df == pytest.approx((8 / 6) ** 2 / ((2 / 6) ** 2 / 2 + 1.0))
-    assert var_rows == pytest.approx(2 / 6)
+    c = variance_components(d)
+    assert c.var == pytest.approx(8 / 6)
+    assert c.df == pytest.approx((8 / 6) ** 2 / ((2 / 6) ** 2 / 2 + 1.0))
+    assert c.var_rows == pytest.approx(2 / 6) and c.var_err == 0
 
 
 def test_variance_components_is_unbiased_for_the_two_way_model():
@@ -85,7 +85,7 @@ def test_variance_components_is_unbiased_for_the_two_way_model():
     est, means = [], []
     for _ in range(3000):
         d = rng.normal(0, sr, n)[None, :] + rng.normal(0, su, s)[:, None] + rng.normal(0, se, (s, n))
-        est.append(variance_components(d)[0])
+        est.append(variance_components(d).var)
         means.append(d.mean())
     assert np.mean(est) == pytest.approx(truth, rel=0.05)
     assert np.var(means) == pytest.approx(truth, rel=0.08)
@@ -104,11 +104,9 @@ def test_three_percent_more_right_is_significant(metric):
         assert r.delta == pytest.approx(int(0.03 * M) / M)
 
 
-def test_one_seed_is_the_paired_rows_t_interval():
-    """One seed, arm A right wherever B is and on k rows more: d is k ones among m zeros, so
-    se = sd(d) / sqrt(m) and the interval is Δ ± t_{m-1} · se."""
-    from scipy import stats
-
+def test_one_seed_pair_gets_no_interval_and_no_p_value():
+    """One seed pair says nothing of the seed-to-seed spread: its rows-only interval called
+    equal arms "significant" 17 % of the time at a 2-point seed spread. Δ stays; no p, no CI."""
     rng = np.random.default_rng(9)
     m, k = 500, 15
     y = rng.integers(0, 2, m)
@@ -117,10 +115,9 @@ def test_one_seed_is_the_paired_rows_t_interval():
     fix = np.flatnonzero(pb[0] != y)[:k]
     pa[0, fix] = y[fix]
     r = paired_difference(y, pa, pb, 2, "accuracy")
-    d = (pa[0] == y).astype(float) - (pb[0] == y)
-    se = d.std(ddof=1) / math.sqrt(m)
-    assert r.delta == pytest.approx(k / m) and r.se == pytest.approx(se) and r.df == m - 1
-    assert r.ci_high - r.delta == pytest.approx(stats.t.ppf(0.975, m - 1) * se)
+    assert r.delta == pytest.approx(k / m) and r.n_seeds == 1
+    assert all(math.isnan(v) for v in (r.p_value, r.ci_low, r.ci_high, r.se))
+    assert np.isnan(holm(np.array([r.p_value, 0.01]))[0])  # and no member of a Holm family
 
 
 def _study(rng: np.random.Generator, shift: float, m: int, s: int,
@@ -140,9 +137,10 @@ def _study(rng: np.random.Generator, shift: float, m: int, s: int,
 def test_interval_covers_a_known_difference_about_95_percent_of_the_time(sd_seed):
     """400 simulated studies with a true accuracy difference of 2 points (the population
     mean of the per-row shift, clipping and seed luck included): the 95 % interval covers
-    it in 93-98 % of them. With no seed effect at all the interval is a little conservative
-    (five seeds cannot tell σ_seed = 0 from small; the estimate is floored at the error
-    term), ~96 %; the two-way bootstrap this replaced covered ~99 %."""
+    it in 93-99 % of them. With little or no seed effect the interval is conservative (five
+    seeds cannot tell σ_seed = 0 from small: the estimate is floored at the error term and
+    keeps the small df of the seed term, ~97-98 %, which the power simulation counts); the
+    two-way bootstrap this replaced covered ~99 %."""
     m, s, shift, n_studies = 600, 5, 0.02, 400
     rng = np.random.default_rng(2024)
     q, u = rng.beta(8, 2, 2_000_000), rng.normal(0.0, sd_seed, 2_000_000)
@@ -152,7 +150,7 @@ def test_interval_covers_a_known_difference_about_95_percent_of_the_time(sd_seed
         y, pa, pb = _study(np.random.default_rng(10_000 + i), shift, m, s, sd_seed)
         r = paired_difference(y, pa, pb, 2, "accuracy")
         covered += r.ci_low <= truth <= r.ci_high
-    assert 0.93 <= covered / n_studies <= 0.98, covered / n_studies
+    assert 0.93 <= covered / n_studies <= 0.99, covered / n_studies
 
 
 @pytest.mark.slow
@@ -246,10 +244,94 @@ def test_holm_rejects_exactly_what_step_down_rejects():
         assert np.array_equal(holm(p) < 0.05, reject)
 
 
-def test_power_formula():
-    z = 1.959964 + 0.841621
-    assert min_detectable_effect(0.01, 0.0, 4) == pytest.approx(z * 0.005, rel=1e-5)
-    assert min_detectable_effect(0.0, 1e-4, 99) == pytest.approx(z * 0.01, rel=1e-5)
-    n = seeds_needed(0.01, 0.01, 1e-6)
-    assert min_detectable_effect(0.01, 1e-6, n) <= 0.01 < min_detectable_effect(0.01, 1e-6, n - 1)
-    assert seeds_needed(0.01, 0.01, 1e-4) is None  # the eval set alone is too noisy
+def _gaussian_tables(rng, k: int, s: int, n: int, deltas, sd_s: float, sd_r: float, sd_e: float):
+    """``k`` seed × row tables of the two-way model d = δ + u_s + r_i + e_si."""
+    return (np.asarray(deltas)[:, None, None] + rng.normal(0, sd_s, (k, s, 1)) + rng.normal(0, sd_r, (k, 1, n))
+            + rng.normal(0, sd_e, (k, s, n)))
+
+
+@pytest.mark.parametrize(("s", "m", "sd_s"), [(5, 7, 0.018), (5, 60, 0.018), (5, 60, 0.004)])
+def test_the_published_detectable_effect_is_detected_80_percent_of_the_time(s, m, sd_s):
+    """2,000 simulated studies of m arms against random, one of them better by exactly the
+    design's MDE: the report's own test (:func:`paired_table`) + Holm over the m comparisons
+    rejects it in 75-85 % of them. The designs are the committed reports' pilots (target 1 %:
+    m = 7, seed sd 1.8 points; families_probe: m = 60, 1 % and 5 %), at 400 eval rows. The
+    z formula this replaced gave an MDE detected 20-57 % of the time."""
+    from dataselect.report.stats import paired_table
+
+    n, sd_r, sd_e, studies = 400, 0.2, 0.3, 2000
+    mde = min_detectable_effect(math.sqrt(sd_s**2 + sd_e**2 / n), sd_r**2 / n, s, n_rows=n,
+                                var_err=sd_e**2 / n, alpha=0.05 / m)
+    rng = np.random.default_rng(7 + m)
+    first = _gaussian_tables(rng, 3, s, n, [mde, 0.0, 0.0], sd_s, sd_r, sd_e)
+    np.testing.assert_allclose(_p_values(first), [paired_table(t).p_value for t in first], rtol=1e-9)
+    hits = 0
+    for _ in range(studies):
+        p = _p_values(_gaussian_tables(rng, m, s, n, [mde] + [0.0] * (m - 1), sd_s, sd_r, sd_e))
+        hits += bool(holm(p)[0] < 0.05)
+    assert 0.75 <= hits / studies <= 0.85, (mde, hits / studies)
+
+
+def _p_values(tables: np.ndarray) -> np.ndarray:
+    """:func:`paired_table`'s p-values of a (k, S, n) stack at once (the same mean squares and
+    the same :func:`combine_mean_squares`; checked against it above)."""
+    from scipy import stats
+
+    from dataselect.report.stats import combine_mean_squares
+
+    _, s, n = tables.shape
+    g = tables.mean(axis=(1, 2))
+    rows, seeds = tables.mean(axis=1), tables.mean(axis=2)
+    ms_row = s * ((rows - g[:, None]) ** 2).sum(axis=1) / (n - 1)
+    ms_seed = n * ((seeds - g[:, None]) ** 2).sum(axis=1) / (s - 1)
+    resid = tables - seeds[:, :, None] - rows[:, None, :] + g[:, None, None]
+    ms_err = (resid**2).sum(axis=(1, 2)) / ((n - 1) * (s - 1))
+    var, df = combine_mean_squares(ms_row, ms_seed, ms_err, n, s)
+    return 2 * stats.t.sf(np.abs(g) / np.sqrt(var), df)
+
+
+def test_detectable_effect_is_above_the_z_formula_and_shrinks_with_seeds():
+    """The t test's critical value on ~S-1 df is above z's: at α = 0.05/60 and 5 seeds
+    dominated by seed noise the MDE is more than twice the z formula's; with many seeds the
+    df grows and the two meet; power at the MDE is 0.8 by construction."""
+    from scipy.stats import norm
+
+    from dataselect.report.stats import power
+
+    sd, vr = 0.019, 6e-6
+    z = (norm.isf(0.05 / 120) + norm.ppf(0.8)) * math.sqrt(sd**2 / 5 + vr)
+    mde5 = min_detectable_effect(sd, vr, 5, n_rows=3872, alpha=0.05 / 60)
+    assert mde5 > 2 * z
+    assert power(mde5, sd, vr, 5, n_rows=3872, alpha=0.05 / 60) == pytest.approx(0.8, abs=1e-6)
+    mdes = [min_detectable_effect(sd, vr, k, n_rows=3872, alpha=0.05) for k in (3, 5, 10, 40, 400)]
+    assert all(a > b for a, b in zip(mdes, mdes[1:], strict=False))
+    zk = (norm.isf(0.025) + norm.ppf(0.8)) * math.sqrt(sd**2 / 400 + vr)
+    assert mdes[-1] == pytest.approx(zk, rel=0.03)
+    assert math.isinf(min_detectable_effect(sd, vr, 1))
+
+
+def test_seeds_needed_inverts_the_detectable_effect():
+    n = seeds_needed(0.01, 0.01, 1e-6, n_rows=3872)
+    assert n is not None and n > 2
+    assert min_detectable_effect(0.01, 1e-6, n, n_rows=3872) <= 0.01 < min_detectable_effect(
+        0.01, 1e-6, n - 1, n_rows=3872)
+    assert seeds_needed(0.01, 0.01, 1e-4) is None  # the eval set alone is too noisy (Δ sd 1 point)
+
+
+def test_floored_variance_keeps_a_small_df_and_its_coverage():
+    """3 seeds, a moderate seed effect and a small row effect: the seed part often estimates
+    at or below zero (the floor binds in ~20 % of tables). With the floor's own (n-1)(S-1)
+    df those intervals were z intervals; Satterthwaite on the positive terms keeps overall
+    coverage of a known Δ = 0 at ≥ 93.5 % over 3,000 tables (2,000 eval rows)."""
+    from dataselect.report.stats import paired_table
+
+    rng = np.random.default_rng(31)
+    s, n, studies = 3, 2000, 3000
+    covered = floored = 0
+    for _ in range(studies // 100):
+        for t in _gaussian_tables(rng, 100, s, n, np.zeros(100), 0.012, 0.05, 0.4):
+            r = paired_table(t)
+            covered += r.ci_low <= 0 <= r.ci_high
+            floored += r.se ** 2 <= r.var_err / s * (1 + 1e-12)
+    assert floored / studies > 0.1
+    assert covered / studies >= 0.935, covered / studies

@@ -117,7 +117,7 @@ def test_detectable_effect_uses_a_same_trainer_study_per_fraction_and_the_holm_f
     plan = make_plan(cfg, ds, slots=2)
     assert plan.comparisons == 1  # kcenter vs random, per fraction
     for frac, sd in ((0.1, 0.03), (0.25, 0.01)):
-        want = min_detectable_effect(sd, 4e-5 * 1000 / n_eval, 2, alpha=0.05)
+        want = min_detectable_effect(sd, 4e-5 * 1000 / n_eval, 2, n_rows=n_eval, alpha=0.05)
         assert plan.mde[frac] == pytest.approx(want)
     assert "study 'ft', same trainer" in "\n".join(plan.lines())
     whole = make_plan(make_cfg({**raw, "report": {"holm": "study"}}), ds, slots=2)
