@@ -42,6 +42,12 @@ def file_slug(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text)
 
 
+def fraction_slug(fraction: float) -> str:
+    """A fraction as trial names write it (``0.05`` -> ``0.05``, 6 significant digits):
+    two fractions of one grid with the same slug would share trial names, so they are refused."""
+    return f"{fraction:g}"
+
+
 def _check_standin(ref: str | None, allowed: set[str]) -> str | None:
     if ref is not None and ref.startswith(STANDIN_PREFIX):
         kind = ref[len(STANDIN_PREFIX):]
@@ -122,6 +128,17 @@ class DatasetConfig(_Section):
     """Move whole train sentences (and every train row that is a phrase of one) out of
     the pool and into the eval set, beside ``eval_split``: a larger, leak-free eval.
     Their eval ids are ``-1 - train id``."""
+    validation_holdout: HoldoutConfig | None = None
+    """A validation set apart from the eval set: whole train sentences drawn after the
+    eval and target holdouts (disjoint from both), their phrases out of the pool too, so
+    a study can choose among its arms on rows the eval set does not hold. Trials score
+    on it beside the eval set (``validation_predictions.parquet``); ids ``-1 - train id``."""
+    holdout_match: Literal["whitespace", "punctuation"] = "punctuation"
+    """How the holdout rule compares texts (:mod:`dataselect.core.holdout`): ``punctuation``
+    drops every non-alphanumeric character of each token first, so SST's two tokenisations
+    of one sentence ("etc ." / "etc. .") count as one; ``whitespace`` only collapses
+    whitespace (the rule before this setting: studies begun then pin it). Also the key by
+    which target texts are found in the pool and in the eval set."""
 
     @model_validator(mode="after")
     def _columns_need_headerless(self) -> DatasetConfig:
@@ -140,11 +157,17 @@ class TargetConfig(_Section):
     """Where the classifier will be used: texts that target-aware selectors select toward.
 
     Exactly one source. ``path``: a file or folder (TSV/CSV/JSONL/parquet)
-    of texts. ``split``: a split of the dataset, its texts only, never its
-    labels; the eval split makes every selection that reads it
-    *transductive* (said in the console and the report). ``holdout``: whole
-    train sentences taken out of the pool by the holdout rule (after
-    ``dataset.eval_holdout``'s, disjoint from them) and never trained on.
+    of texts. ``split``: a split of the dataset, its texts (and, with
+    ``labelled``, that many of its labels); the train split loses the rows the
+    holdout rule took out of the pool (held-out eval and validation sentences
+    and their phrases), so no held-out eval text reaches a selector through it.
+    ``holdout``: whole train sentences taken out of the pool by the holdout
+    rule (after ``dataset.eval_holdout``'s, disjoint from them) and never
+    trained on. A target that shares texts with the eval set (the eval split,
+    or a file holding eval sentences) makes every selection that reads it
+    *transductive*, found by text, whatever the source (said in the console
+    and the report); with ``labelled``, the labels of such rows are *eval
+    labels* handed to ``gradient_match``, and the report says so.
     """
 
     path: str | None = None
@@ -158,7 +181,8 @@ class TargetConfig(_Section):
     header: bool = True
     labelled: Annotated[int, Field(ge=0)] = 0
     """Target rows whose labels ``gradient_match`` may use for the target gradient
-    (the first ones, seeded order); 0: the warm-up model's predicted labels."""
+    (the first ones, seeded order); 0: the warm-up model's predicted labels. On a
+    target with eval texts (``split`` of the eval split) these are eval labels."""
 
     @model_validator(mode="after")
     def _one_source(self) -> TargetConfig:
@@ -244,6 +268,10 @@ class SelectorSpec(_Section):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    fractions: Annotated[list[float], Field(min_length=1)] | None = None
+    """The grid fractions this arm runs at (None: every one of ``grid.fractions``). A
+    confirmatory study (``confirm``) trains each chosen arm only where the screen chose it,
+    so each fraction's Holm family is that fraction's chosen arms."""
 
     @property
     def key(self) -> str:
@@ -261,6 +289,14 @@ class GridConfig(_Section):
     full_reference_seeds: Annotated[int, Field(gt=0)] | None = None
     """Train the whole-pool reference on only the first N seeds (None: every seed):
     on a large pool it costs more than the rest of the grid."""
+    selector_streams: Literal["shared", "own"] = "shared"
+    """Random streams of the selectors (:func:`dataselect.selectors.base.stream_seed`):
+    ``shared`` (the default), every selector draws from ``default_rng(seed)``, so at 5 %
+    gradient_match's warm-up slice is exactly random's subset at the same seed (issue
+    36 item 5). ``own``: each selector draws from a generator keyed by its registry
+    name and the seed; ``random`` keeps ``default_rng(seed)``. Not yet the default: a
+    composite (pipeline, fusion, per_class) then draws its members' numbers from the
+    composite's stream, so it no longer equals its members run alone."""
 
     @field_validator("fractions")
     @classmethod
@@ -269,6 +305,14 @@ class GridConfig(_Section):
             if not (math.isfinite(f) and 0 < f <= 1):
                 raise ListItemError(i, f"{f!r} is not in (0, 1]")
         _no_duplicates(v)
+        slugs: dict[str, int] = {}
+        for i, f in enumerate(v):
+            j = slugs.setdefault(fraction_slug(f), i)
+            if j != i:
+                # 0.1 and 0.1000001 would train two sets of trials under one name each.
+                raise ListItemError(i, f"{f!r} is too close to fractions[{j}] = {v[j]!r}: both name "
+                                       f"their trials *_f{fraction_slug(f)}_*; fractions must differ "
+                                       "in their first 6 significant digits")
         return v
 
     @field_validator("seeds")
@@ -309,6 +353,11 @@ class TrainerConfig(_Section):
     pipeline ends with; ~2 points better on a 4-class set) or the raw mean-pooled
     ones. Falls back to ``embedding`` when the store has no normalised copy."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    adamw: Literal["fused", "foreach"] = "fused"
+    """AdamW kernel: ``fused`` (one pass over every parameter, ~14x faster per step on CPU
+    than the per-tensor loop the trainer used before, equal to it up to float rounding) or
+    ``foreach`` (torch's multi-tensor AdamW: bit-for-bit the old per-tensor loop, ~1.8x
+    faster; studies begun before this setting pin it so their trials keep their keys)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Arithmetic of training and eval: ``bf16`` autocast, ``fp32``, or ``auto`` (bf16 where
     the hardware is fast at it and shown equivalent, fp32 elsewhere; decided per trial on
@@ -370,6 +419,31 @@ IMBALANCED = 0.6
 (at 60 / 40 a classifier that always says the majority already scores 0.6 accuracy)."""
 
 
+class ConfirmConfig(_Section):
+    """A confirmatory study: arms chosen from a finished screening study by a stated rule.
+
+    The arms are resolved from the screen's report before anything trains
+    (:mod:`dataselect.sweep.confirm`) and pre-registered in the study folder
+    (``preregistration.json``); the study trains them beside ``random`` on its own
+    ``grid.seeds``, which must be disjoint from the screen's, and each fraction's Holm
+    family is the ``k`` arms chosen there.
+    """
+
+    screen: str
+    """The screening study: its folder (``runs/<name>``, report in ``report/``) or a folder
+    holding its report (``reports/<name>``, an archive or a committed report)."""
+    rule: Literal["top_delta", "top_lower"] = "top_delta"
+    """Per fraction, the ``k`` arms with the largest Δ vs random (``top_delta``) or the largest
+    lower 95 % bound (``top_lower``), on the screen's validation rows when it scored them
+    (``validation_summary.csv``), else on its eval rows (``summary.csv``)."""
+    k: Annotated[int, Field(gt=0)] = 4
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    """The screen's metric the rule ranks by."""
+    effect: Annotated[float, Field(gt=0, lt=1)] = 0.015
+    """The detectable effect ``plan`` sizes the seeds for (1.5 points), at 80 % power after
+    Holm over ``k``."""
+
+
 class StudyConfig(_Section):
     """A whole study: data, features, selectors, grid, trainer, output, Ray, report."""
 
@@ -382,6 +456,12 @@ class StudyConfig(_Section):
     name one folder compute features and stand-ins once. When it is another
     study's folder, that study's finished trials are reused too wherever they
     trained on the same rows with the same trainer and seed (checked by content)."""
+    archive: str | None = "auto"
+    """A study archive (``dataselect archive``, e.g. ``reports/<name>``) whose finished
+    fine-tune trials this study adopts where they trained on the same rows, texts,
+    trainer and seed (checked by content, as ``cache_dir``'s): ``auto``, the default,
+    is ``reports/<name>`` when that folder holds one; ``null``: none. It enters no
+    key: an adopted trial is the one the study would have trained."""
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     selectors: Annotated[list[SelectorSpec], Field(min_length=1)]
@@ -391,11 +471,18 @@ class StudyConfig(_Section):
     target: TargetConfig | None = None
     """Texts of the distribution the classifier is judged on, for target-aware selectors."""
     report: ReportConfig = Field(default_factory=ReportConfig)
+    confirm: ConfirmConfig | None = None
+    """Make this a confirmatory study of a screen's chosen arms (None: an ordinary study).
+    Its ``selectors`` list only the baseline, ``random``: the arms come from the screen."""
 
-    @property
-    def transductive(self) -> bool:
-        """Whether the target is the eval split's own texts."""
-        return self.target is not None and self.target.split == self.dataset.eval_split
+    @model_validator(mode="after")
+    def _arm_fractions(self) -> StudyConfig:
+        grid = set(self.grid.fractions)
+        for i, s in enumerate(self.selectors):
+            extra = [f for f in s.fractions or [] if f not in grid]
+            if extra:
+                raise ValueError(f"selectors[{i}].fractions: {extra} not in grid.fractions {self.grid.fractions}")
+        return self
 
     @model_validator(mode="after")
     def _unique_labels(self) -> StudyConfig:
@@ -429,6 +516,13 @@ class StudyConfig(_Section):
         if other == self.study_dir.resolve() or not (other / "trials").is_dir():
             return None
         return other
+
+    @property
+    def archive_dir(self) -> Path | None:
+        """The folder ``archive`` names (``auto``: ``reports/<name>``, which may hold no archive)."""
+        if self.archive is None:
+            return None
+        return Path("reports") / self.name if self.archive == "auto" else Path(self.archive)
 
     @property
     def cache_root(self) -> Path:

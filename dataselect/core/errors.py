@@ -3,6 +3,10 @@
 Everything a researcher can get wrong (config, data, model references,
 cache state) raises a subclass of :class:`UserError`; the CLI prints
 ``error: <message>`` and exits with code 2. Bugs stay ordinary exceptions.
+
+Exit codes: 0 done; 1 a stage, the report or our code failed
+(:class:`StageError`); 2 bad input; 3 the sweep finished with failed
+trials (:class:`TrialsFailedError`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,13 @@ class StageError(UserError):
 
 class ReportError(StageError):
     """The trials finished but the report could not be written; every result is kept."""
+
+
+class TrialsFailedError(UserError):
+    """The sweep ran and wrote its report, but some trials failed: exit code 3, so a script
+    or CI job sees it (2 is bad input, 1 a stage or report that failed)."""
+
+    exit_code = 3
 
 
 TRACEBACK_LOGGER = "traceback"

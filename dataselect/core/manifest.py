@@ -31,6 +31,7 @@ __all__ = [
     "MANIFEST_VERSION",
     "Manifest",
     "ManifestError",
+    "ManifestUnreadableError",
     "read_manifest",
     "selection_key",
     "write_manifest",
@@ -42,7 +43,13 @@ _SCHEMA = pa.schema([("id", pa.int64()), ("rank", pa.int32()), ("score", pa.floa
 
 
 class ManifestError(CacheError):
-    """A manifest file is missing, truncated, corrupt or inconsistent."""
+    """A manifest file is missing, truncated, corrupt or inconsistent: recomputing it
+    gives a good one (the select stage does, with a warning)."""
+
+
+class ManifestUnreadableError(ManifestError):
+    """A manifest file could not be read at all (permissions, an I/O error): nothing
+    says it is corrupt, and recomputing would not make the file readable."""
 
 
 @dataclass(frozen=True)
@@ -72,14 +79,22 @@ def _canonical(obj: Any, what: str) -> str:
 
 
 def selection_key(
-    selector: str, params: Mapping[str, Any], budget: int, seed: int, features: str
+    selector: str, params: Mapping[str, Any], budget: int, seed: int, features: str,
+    code: Mapping[str, int] | None = None, streams: str | None = None,
 ) -> str:
     """Stable sha256 hex of everything that determines a selection.
 
     ``features`` is the feature table's fingerprint (its cache key).
     ``params`` should be the resolved parameters (``Selector.params()``:
-    defaults included, so changing a default changes the key). Non-JSON
-    values raise ``TypeError`` rather than fall back to an unstable key.
+    defaults included, so changing a default changes the key). ``code`` is
+    ``Selector.code_versions()``: the versions of the selector code other than
+    1; it enters the key only when not empty, so a manifest of version-1 code
+    keeps the key it had before versions existed, and a bumped version gets a
+    new one (HF ``datasets`` fingerprints a transform's code the same way).
+    ``streams`` is the random-stream mode (``grid.selector_streams``) when it changed
+    the picks (a seeded selector drawing from its own stream: ``"own"``); None, or
+    ``"shared"``, enters nothing, so manifests of the one shared stream keep their keys.
+    Non-JSON values raise ``TypeError`` rather than fall back to an unstable key.
     """
     payload = {
         "version": MANIFEST_VERSION,
@@ -89,6 +104,10 @@ def selection_key(
         "seed": int(seed),
         "features": features,
     }
+    if code:
+        payload["code"] = {str(k): int(v) for k, v in code.items()}
+    if streams not in (None, "shared"):
+        payload["streams"] = str(streams)
     return sha256(_canonical(payload, "selection key").encode()).hexdigest()
 
 
@@ -103,6 +122,8 @@ def write_manifest(
     features: str,
     ids: np.ndarray | None = None,
     fraction: float | None = None,
+    code: Mapping[str, int] | None = None,
+    streams: str | None = None,
 ) -> Path:
     """Write ``selection`` to ``path`` atomically and return the path.
 
@@ -119,6 +140,12 @@ def write_manifest(
         positions themselves.
     fraction : float, optional
         Budget as a fraction of the pool, for reports.
+    code : mapping of str to int, optional
+        The selector's code versions other than 1 (``Selector.code_versions()``):
+        in the metadata and the key only when not empty.
+    streams : str, optional
+        The random-stream mode when it changed the picks (:func:`selection_key`):
+        in the metadata and the key only then.
 
     Notes
     -----
@@ -147,8 +174,12 @@ def write_manifest(
         "fraction": None if fraction is None else float(fraction),
         "features": features,
         "info": selection.info,
-        "key": selection_key(selector, params, budget, seed, features),
+        "key": selection_key(selector, params, budget, seed, features, code, streams),
     }
+    if code:
+        meta["code"] = {str(k): int(v) for k, v in code.items()}
+    if streams not in (None, "shared"):
+        meta["streams"] = str(streams)
     table = table.replace_schema_metadata({_META_KEY: _canonical(meta, "manifest metadata")})
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -172,13 +203,21 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     ManifestError
         Missing, truncated or corrupt file; wrong columns; metadata missing
         or inconsistent with the rows (count, ranks, duplicate ids).
+    ManifestUnreadableError
+        The file could not be read (a permission or I/O error from the system,
+        which carries an errno; parquet's own decoding errors carry none).
     """
     path = Path(path)
     try:
         table = pq.read_table(path)
     except FileNotFoundError as exc:
         raise ManifestError(f"manifest {path} does not exist") from exc
-    except (pa.ArrowException, OSError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:
+            raise ManifestUnreadableError(f"manifest {path} cannot be read "
+                                          f"({type(exc).__name__}: {exc})") from exc
+        raise ManifestError(f"manifest {path} is corrupt or truncated: {exc}") from exc
+    except pa.ArrowException as exc:
         raise ManifestError(f"manifest {path} is corrupt or truncated: {exc}") from exc
     if not table.schema.remove_metadata().equals(_SCHEMA):
         raise ManifestError(

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dataselect.report.archive import is_archive, open_archive
+from dataselect.report.confirm import confirm_lines
 from dataselect.report.cost import cost_lines, cost_table
 from dataselect.report.figures import draw_figures, overlap_figure, save_figure
-from dataselect.report.results import STATUS_OK, collect_results, experiment_dir, load_trial_frames
+from dataselect.report.results import STATUS_OK, StudyFolder, results_frame
 from dataselect.report.subsets import share_column
 from dataselect.report.tables import (
     SUMMARY_COLUMNS,
@@ -39,6 +41,7 @@ from dataselect.report.tables import (
     top_rows,
     uneven_seeds,
 )
+from dataselect.report.validation import write_validation
 from dataselect.train.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,9 @@ def _target_source(target: dict[str, Any]) -> str:
     if src == "holdout":
         return "whole train sentences held out of the pool, never trained on"
     if target.get("transductive"):
-        return f"the eval split's own texts ({src}): **transductive**"
+        shared = target.get("n_in_eval")
+        rows = f"{shared:,} of its rows are eval texts" if shared is not None else "it holds eval texts"
+        return f"{src.replace('split:', 'split ').replace('path:', 'file ')}, and {rows}: **transductive**"
     return src.replace("split:", "the texts of split ").replace("path:", "file ")
 
 
@@ -125,17 +130,24 @@ def _target_lines(target: dict[str, Any] | None, holdout: dict[str, Any] | None,
     """Setup lines: what the holdout took out, what the target is, which selections read it."""
     lines = []
     if holdout:
+        val = int(holdout.get("validation_sentences", 0))
+        match = holdout.get("match", "whitespace")
         lines.append(
-            f"- Holdout: {holdout['eval_sentences'] + holdout['target_sentences']:,} whole train sentences "
-            f"held out ({holdout['eval_sentences']:,} to the eval set, {holdout['target_sentences']:,} as "
-            f"the target) with every train row that is a phrase of one: {holdout['removed_rows']:,} of "
-            f"{holdout['pool_before']:,} train rows left the pool, {holdout['pool_after']:,} remain; no "
-            "phrase of a held-out sentence is trained on.")
+            f"- Holdout: {holdout['eval_sentences'] + holdout['target_sentences'] + val:,} whole train "
+            f"sentences held out ({holdout['eval_sentences']:,} to the eval set, {holdout['target_sentences']:,} "
+            f"as the target{f', {val:,} as the validation set' if val else ''}) with every train row that is "
+            f"a phrase of one{' (texts compared without punctuation)' if match == 'punctuation' else ''}: "
+            f"{holdout['removed_rows']:,} of {holdout['pool_before']:,} train rows left the pool, "
+            f"{holdout['pool_after']:,} remain; no phrase of a held-out sentence is trained on.")
     if target:
+        given = int(target.get("eval_labels") or 0)
+        labels = (f"; **{given:,} eval labels** (labels of eval rows, `target.labelled`) are handed to the "
+                  "target-aware selectors that use labels" if given else "")
         lines.append(f"- Target: {target['n_rows']:,} rows, {_target_source(target)}; "
-                     f"{target.get('n_in_pool', 0):,} of them also in the pool.")
+                     f"{target.get('n_in_pool', 0):,} of them also in the pool{labels}.")
         if aware:
-            mark = " (marked † in the tables: transductive)" if target.get("transductive") else ""
+            mark = ((" (marked † in the tables: transductive, with eval labels)" if given else
+                     " (marked † in the tables: transductive)") if target.get("transductive") else "")
             lines.append(f"- Target-aware selectors, which read the target: {', '.join(f'`{a}`' for a in aware)}"
                          f"{mark}.")
             for sel in aware:
@@ -155,21 +167,6 @@ def _selection_info(ok: pd.DataFrame, selector: str) -> dict[str, Any]:
         return {}
     info = json.loads(vals.iloc[0])
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in info.items()}
-
-
-def _load_target_space(study: Path) -> Any:
-    """The study's :class:`~dataselect.report.subsets.TargetSpace` (``inputs/target/``), or None."""
-    from dataselect.report.subsets import TargetSpace
-
-    d = study / "inputs" / "target"
-    try:
-        rows = pd.read_parquet(d / "target.parquet")
-        pool = pd.read_parquet(study / "inputs" / "pool.parquet", columns=["id"])
-        evals = np.load(d / "eval_embedding.npy") if (d / "eval_embedding.npy").is_file() else None
-        return TargetSpace(pool["id"].to_numpy(np.int64), np.load(d / "pool_embedding.npy"),
-                           np.load(d / "target_embedding.npy"), rows["n_words"].to_numpy(), evals).projected()
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 def primary_metric(meta: dict[str, Any]) -> str:
@@ -197,8 +194,13 @@ def write_report(study_dir: str | Path) -> Path:
     The folder is built beside the old one and swapped in only when complete:
     a report that fails half-way leaves the previous report whole, never a
     new results.csv beside a stale report.md. Returns the path of ``report.md``.
+    ``study_dir`` may be a study archive (:mod:`dataselect.report.archive`):
+    its report files are then written beside the archive, each replaced only
+    once the whole report is built.
     """
     study = Path(study_dir)
+    if is_archive(study):
+        return _write_archive_report(study)
     final = study / "report"
     work = study / f".report-new-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
@@ -216,6 +218,30 @@ def write_report(study_dir: str | Path) -> Path:
     path = final / "report.md"
     log.info("report: %s", path)
     return path
+
+
+REPORT_FILES = ("results.parquet", "results.csv", "summary.csv", "validation_summary.csv", "cost.csv",
+                "kept.csv", "overlap.csv",
+                "overlap.png", "headline.txt", "report.md", "forest.png", "efficiency.png", "cost.png")
+"""Every file a report may write: an archive's folder holds other files too (its own, compare's)."""
+
+
+def _write_archive_report(archive: Path) -> Path:
+    """The report of a study archive, into the archive's folder (``reports/<study>/``)."""
+    work = archive / f".report-new-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        _write_report(archive, work)
+        for name in REPORT_FILES:  # a file this report does not write is stale: removed
+            if (work / name).is_file():
+                os.replace(work / name, archive / name)
+            else:
+                (archive / name).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    log.info("report: %s", archive / "report.md")
+    return archive / "report.md"
 
 
 def _precision_text(ok: pd.DataFrame) -> str:
@@ -240,8 +266,8 @@ def _write_report(study: Path, out: Path) -> None:
     meta_path = study / "study.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     label_names = (meta.get("dataset") or {}).get("label_names")
-    exp_dir = experiment_dir(study, meta)
-    df = collect_results(exp_dir, label_names)
+    reader = open_archive(study) if is_archive(study) else StudyFolder(study, meta)
+    df = results_frame(reader.records(), label_names)
     df.to_parquet(out / "results.parquet", index=False)
     df.to_csv(out / "results.csv", index=False)
 
@@ -253,8 +279,8 @@ def _write_report(study: Path, out: Path) -> None:
     ok = df[df["status"] == STATUS_OK] if not df.empty else df
     trials = ok["trial"].tolist() if n_ok else []
     unreadable: dict[str, str] = {}
-    preds = load_trial_frames(study, trials, "predictions.parquet", unreadable)
-    kept = load_trial_frames(study, trials, "kept.parquet")
+    preds = reader.frames(trials, "predictions.parquet", unreadable)
+    kept = reader.frames(trials, "kept.parquet")
     names = label_names or [str(i) for i in range(2)]
     family = ((cfg.get("report") or {}).get("holm") or "fraction")
     summary = (summary_table(df, preds, max(len(names), 2), family) if n_ok
@@ -271,7 +297,7 @@ def _write_report(study: Path, out: Path) -> None:
     n_pool = ds.get("n_pool")
     comp = composition_table(ok, kept, names, n_pool=n_pool,
                              n_flipped_pool=noise.get("n_flipped") if noise else None,
-                             target=_load_target_space(study) if meta.get("target") else None
+                             target=reader.target_space() if meta.get("target") else None
                              ) if kept else pd.DataFrame()
     comp.to_csv(out / "kept.csv", index=False)
     mats, flags, overlap_seed = {}, [], {}
@@ -313,6 +339,7 @@ def _write_report(study: Path, out: Path) -> None:
     noise_line = (f"- Label noise: {noise['n_flipped']:,} pool labels flipped ({noise['kind']}, rate "
                   f"{noise['rate']:g}, seed {noise['seed']}) before features and selection; the eval "
                   "split is untouched." if noise else None)
+    lines += confirm_lines(meta, df, summary, metric)  # a confirmatory study's rule and screen
     lines += [
         "## Setup", "",
         f"- Trainer: {how}{_precision_text(ok)}.",
@@ -351,6 +378,8 @@ def _write_report(study: Path, out: Path) -> None:
     if n_ok:
         for m in sorted(METRICS, key=lambda m: m != metric):  # the primary metric first
             lines += metric_table(summary, m, marks)
+        lines += write_validation(out, reader, df, trials, max(len(names), 2), family, metric,
+                                  (meta.get("holdout") or {}).get("validation_sentences"))
         lines += _kept_lines(comp, names, noise, n_pool, meta.get("target"), marks)
         if mats:
             seeds_used = set(overlap_seed.values())
@@ -397,9 +426,29 @@ def _write_report(study: Path, out: Path) -> None:
         for r in df[df["status"] != STATUS_OK].to_dict("records"):
             lines.append(f"| {md_cell(r['trial'])} | {r['status']} | {md_cell(r['error'] or '')} |")
         lines.append("")
+    board = (f"TensorBoard: `tensorboard --logdir {reader.tensorboard}`." if reader.tensorboard else
+             "Written from the study's archive (`trials.parquet`); TensorBoard logs stayed with its runs.")
     lines += ["Files: `results.csv` (one row per trial), `summary.csv` (every comparison), `kept.csv`, "
               "`overlap.csv`, `headline.txt` (the conclusion and the largest Δ, as the console prints "
-              "them). TensorBoard: "
-              f"`tensorboard --logdir {study / 'tensorboard'}`.", ""]
+              f"them). {board}", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    # The console's conclusion (headline.txt, printed word for word) names them too.
+    if extra := left_out_lines(df, left_out):
+        with (out / "headline.txt").open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(["", *extra]) + "\n")
     log.info("report: %d trials, %d ok, %d failed", len(df), n_ok, n_err)
+
+
+def left_out_lines(df: pd.DataFrame, left_out: dict[str, str]) -> list[str]:
+    """Every trial in no interval, p-value or Holm family, and why: those that failed or did
+    not finish, and the finished ones ``left_out`` names (``{trial: reason}``); [] when none."""
+    why = dict(left_out)
+    for r in (df[df["status"] != STATUS_OK].to_dict("records") if not df.empty else []):
+        err = r.get("error") if isinstance(r.get("error"), str) else ""
+        err = (err.strip().splitlines() or [""])[0][:200]
+        state = "failed" if r["status"] == "ERROR" else "did not finish"
+        why[str(r["trial"])] = f"{state}: {err}" if err else state
+    if not why:
+        return []
+    return [f"Left out of the statistics: {len(why)} trial(s) (see report.md):",
+            *(f"  {t}: {w}" for t, w in sorted(why.items()))]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,23 +68,51 @@ def count_column(label_name: str) -> str:
     return f"n[{label_name}]"
 
 
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the report reads of one trial of a Tune experiment, as plain values.
+
+    ``params``: its ``params.json``; ``result``: the last line of its
+    ``result.json`` (``{}`` when nothing was reported); ``error``: the last line
+    of its ``error.txt``. A study archive (:mod:`dataselect.report.archive`)
+    stores exactly these, so a report from the archive reads what one from the
+    study folder reads.
+    """
+
+    trial: str
+    params: dict[str, Any]
+    result: dict[str, Any]
+    error: str | None
+
+
+def trial_records(exp_dir: str | Path) -> list[TrialRecord]:
+    """One :class:`TrialRecord` per trial folder of a Tune experiment (by folder name)."""
+    return [TrialRecord(tdir.name, json.loads((tdir / "params.json").read_text()),
+                        _last_json_line(tdir / "result.json") or {}, _error_line(tdir / "error.txt"))
+            for tdir in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").is_file())]
+
+
 def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -> pd.DataFrame:
-    """One row per trial folder of a Tune experiment.
+    """One row per trial folder of a Tune experiment (:func:`results_frame` of its records)."""
+    return results_frame(trial_records(exp_dir), label_names)
+
+
+def results_frame(records: list[TrialRecord], label_names: list[str] | None = None) -> pd.DataFrame:
+    """One row per trial: ``results.csv``.
 
     ``status`` is ``TERMINATED`` (metrics reported), ``ERROR`` (error.txt,
     no metrics) or ``INCOMPLETE`` (started, nothing reported yet).
     """
     rows = []
-    for tdir in sorted(p for p in Path(exp_dir).iterdir() if (p / "params.json").is_file()):
-        params = json.loads((tdir / "params.json").read_text())
-        params = params.get("run", params)  # see sweep.trial_runs
+    for rec in records:
+        params = rec.params.get("run", rec.params)  # see sweep.trial_runs
         cell, seed = params.get("cell", {}), params.get("seed")
-        res = _last_json_line(tdir / "result.json") or {}
+        res = rec.result
         # A trial's own error is reported as a result (sweep.run_trial_reported), not raised.
-        err = res.get("trial_error") or _error_line(tdir / "error.txt")
+        err = res.get("trial_error") or rec.error
         ok = "accuracy" in res
         row: dict[str, Any] = {
-            "trial": tdir.name,
+            "trial": rec.trial,
             "selector": cell.get("selector"),
             "name": cell.get("name"),
             "params": json.dumps(cell.get("params", {}), sort_keys=True),
@@ -102,6 +131,8 @@ def collect_results(exp_dir: str | Path, label_names: list[str] | None = None) -
                                              for i in res.get("missing_classes", [])]) if ok else None
         for m in METRICS:
             row[m] = res.get(m)
+            if f"validation_{m}" in res:  # scored on the validation holdout too (report.validation)
+                row[f"validation_{m}"] = res[f"validation_{m}"]
         for k in ("train_loss", "selection_seconds", "train_seconds", "eval_seconds", "steps", "mode", "model",
                   "node_id", "selection_info", "reads_target", "reused_from"):
             row[k] = res.get(k)
@@ -136,3 +167,28 @@ def load_trial_frames(study: Path, trials: list[str], name: str,
                 if unreadable is not None:
                     unreadable[t] = f"{name} unreadable ({type(err).__name__}: {err})"
     return out
+
+
+class StudyFolder:
+    """A study's trials where the sweep wrote them (``runs/<name>/``): the report's reader.
+
+    :class:`~dataselect.report.archive.Archive` answers the same three calls
+    from a study archive, so the report is written the same way from either.
+    """
+
+    def __init__(self, study: Path, meta: dict[str, Any]) -> None:
+        self.study, self.meta = Path(study), meta
+        self.tensorboard: Path | None = self.study / "tensorboard"
+
+    def records(self) -> list[TrialRecord]:
+        return trial_records(experiment_dir(self.study, self.meta))
+
+    def frames(self, trials: list[str], name: str, unreadable: dict[str, str] | None = None
+               ) -> dict[str, pd.DataFrame]:
+        return load_trial_frames(self.study, trials, name, unreadable)
+
+    def target_space(self) -> Any:
+        """The :class:`~dataselect.report.subsets.TargetSpace` of ``inputs/target/``, or None."""
+        from dataselect.report.subsets import load_target_space
+
+        return load_target_space(self.study)

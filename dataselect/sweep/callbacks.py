@@ -106,7 +106,10 @@ class TrialLines(Callback):
                           trial, n, trial.max_failures)
 
     def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        if self._changed and self._clock() - self._last_table >= self._every:
+        # Once every trial has ended the table waits for on_experiment_end: Tune steps once
+        # more after the last trial, and both printed the same final table.
+        if (self._changed and self._clock() - self._last_table >= self._every
+                and self._done < self._total(trials)):
             self._log.info("%s", self.table(trials))
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:

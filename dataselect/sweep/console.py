@@ -394,14 +394,27 @@ def stage(name: str, study_dir: Path, logfile: Path) -> Iterator[None]:
                          "rerun (cached shards and manifests are kept)") from err
 
 
+def failed_trials(report: Path) -> list[str]:
+    """Trials of ``report``'s ``results.csv`` that did not finish (ERROR or INCOMPLETE)."""
+    import csv
+
+    try:
+        with (report.parent / "results.csv").open(encoding="utf-8", newline="") as fh:
+            return [r["trial"] for r in csv.DictReader(fh) if r.get("status") != "TERMINATED"]
+    except (OSError, KeyError):
+        return []
+
+
 def closing_lines(report: Path) -> list[str]:
     """What a finished sweep prints last: the report's conclusion, its largest Δ, where to look.
 
     Read from ``report/headline.txt`` (written with report.md), so the console
-    says what the report says, word for word.
+    says what the report says, word for word: the conclusion, the largest
+    differences, and every trial left out of the statistics with why.
     """
     head = report.parent / "headline.txt"
     text = head.read_text(encoding="utf-8").strip("\n") if head.is_file() else ""
     study = report.parent.parent
-    return [*([text, ""] if text else []), f"report: {report}",
-            f"TensorBoard: tensorboard --logdir {study / 'tensorboard'}"]
+    # A report written from a study archive (reports/<name>/report.md) has no TensorBoard logs.
+    board = [f"TensorBoard: tensorboard --logdir {study / 'tensorboard'}"] if report.parent.name == "report" else []
+    return [*([text, ""] if text else []), f"report: {report}", *board]

@@ -5,6 +5,11 @@ Written by the driver once the features are computed: pool and eval rows
 for probe trials, the target's measures (``inputs/target/``), the label
 flips of a noisy pool, and ``study.json`` (resolved config, models, pool,
 holdout and target), each rewritten only when its key changes.
+
+Every file is written atomically (temp file + rename), and a rewrite of
+``inputs/`` first removes its stamp (``inputs.json``) and writes the new one
+last: a crash half-way leaves no stamp, so no old stamp vouches for a mix of
+old and new files and the next run writes them all again.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dataselect.core.atomic import atomic_write
 from dataselect.core.config import StudyConfig
 from dataselect.sweep.select_stage import CellKey, SelectionResult
 from dataselect.sweep.stages import probe_column, target_features
@@ -84,33 +89,79 @@ def write_target_inputs(study: Path, cfg: StudyConfig, ds: Any, pool: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     col = "embedding_norm" if "embedding_norm" in target and "embedding_norm" in pool else "embedding"
     ev = compute_features(ds.eval, cfg.features, cfg.cache_root / "features", which={"embedding"})
-    np.save(out / "eval_embedding.npy", np.asarray(ev[col], np.float32))
+    save_npy(out / "eval_embedding.npy", np.asarray(ev[col], np.float32))
     frame = ds.target.frame
     rows = pd.DataFrame({"id": frame["id"].to_numpy(np.int64),
                          "n_words": frame["text"].str.split().str.len().astype(np.int32)})
-    rows.to_parquet(out / "target.parquet", index=False)
+    save_parquet(out / "target.parquet", rows)
     pos = pd.Index(np.asarray(target["id"])).get_indexer(frame["id"])
-    np.save(out / "target_embedding.npy", np.asarray(target[col], np.float32)[pos])
-    np.save(out / "pool_embedding.npy", np.asarray(pool[col], np.float32))
+    save_npy(out / "target_embedding.npy", np.asarray(target[col], np.float32)[pos])
+    save_npy(out / "pool_embedding.npy", np.asarray(pool[col], np.float32))
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` atomically (through a handle: ``np.save`` would append ``.npy`` to a temp name)."""
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+
+
+def save_parquet(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` to parquet atomically, without its index."""
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def inputs_key(ds: Any, features_fp: str, eval_emb: np.ndarray | None, probe_col: str | None = None) -> str:
+    """Key of the rows and embeddings :func:`write_inputs` writes (data, features, probe input)."""
+    return config_hash({"v": _INPUTS_VERSION, "data": ds.fingerprint, "features": features_fp,
+                        "probe": eval_emb is not None, "probe_col": probe_col})
+
+
+def stored_inputs_key(study: Path) -> str | None:
+    """The key ``inputs/inputs.json`` vouches for, or None (no stamp, or an unreadable one)."""
+    try:
+        key = json.loads((study / "inputs" / "inputs.json").read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key if isinstance(key, str) else None
+
+
+def validation_embedding(cfg: StudyConfig, ds: Any, probe_col: str | None) -> np.ndarray | None:
+    """Embeddings of the validation holdout a probe trial scores (None: no holdout, or a fine-tune)."""
+    if ds.validation is None or cfg.trainer.mode != "probe":
+        return None
+    from dataselect.features import compute_features
+
+    feats = compute_features(ds.validation, cfg.features, cfg.cache_root / "features", which={"embedding"})
+    return np.asarray(feats[probe_col or "embedding"], dtype=np.float32)
 
 
 def write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: np.ndarray | None,
-                  features_fp: str, probe_col: str | None = None) -> str:
+                  features_fp: str, probe_col: str | None = None,
+                  validation_emb: np.ndarray | None = None) -> str:
     """Rows and embeddings the trials read; rewritten only when their key changes.
 
     ``pool.parquet`` also carries what the report describes subsets by:
     ``n_words`` (whitespace tokens), ``original_label`` under label noise,
-    and perplexity columns when computed.
+    and perplexity columns when computed. A study with a validation holdout also
+    gets ``validation.parquet`` (its rows) and, for probes, ``validation_embedding.npy``
+    (``validation_emb``); its rows are in the data's fingerprint, so in the key.
     """
-    key = config_hash({"v": _INPUTS_VERSION, "data": ds.fingerprint, "features": features_fp,
-                        "probe": eval_emb is not None, "probe_col": probe_col})
+    from dataselect.sweep.trial import VALIDATION_EMBEDDING, VALIDATION_INPUT
+
+    key = inputs_key(ds, features_fp, eval_emb, probe_col)
     inputs = study / "inputs"
     stamp = inputs / "inputs.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("key") == key:
+    if stored_inputs_key(study) == key:
         return key
     inputs.mkdir(parents=True, exist_ok=True)
     if not np.array_equal(np.asarray(table["id"]), ds.train["id"].to_numpy()):
         raise RuntimeError("feature table rows are not aligned with the dataset's train pool")
+    # The old stamp goes first: from here until the new one is written, no stamp
+    # vouches for files that may be half old, half new.
+    stamp.unlink(missing_ok=True)
     pool = ds.train[["id", "text", "label"]].copy()
     if ds.noise is not None:
         orig = pool["label"].to_numpy().copy()
@@ -121,11 +172,17 @@ def write_inputs(study: Path, ds: Any, table: dict[str, np.ndarray], eval_emb: n
     for col in _KEPT_FEATURES:
         if col in table:
             pool[col] = np.asarray(table[col], dtype=np.float32)
-    pool.to_parquet(inputs / "pool.parquet", index=False)
-    ds.eval[["id", "text", "label"]].to_parquet(inputs / "eval.parquet", index=False)
+    save_parquet(inputs / "pool.parquet", pool)
+    save_parquet(inputs / "eval.parquet", ds.eval[["id", "text", "label"]])
     if eval_emb is not None:
-        np.save(inputs / "pool_embedding.npy", np.asarray(table[probe_col or "embedding"], dtype=np.float32))
-        np.save(inputs / "eval_embedding.npy", eval_emb)
+        save_npy(inputs / "pool_embedding.npy", np.asarray(table[probe_col or "embedding"], dtype=np.float32))
+        save_npy(inputs / "eval_embedding.npy", eval_emb)
+    for name in (VALIDATION_INPUT, VALIDATION_EMBEDDING):  # a study that dropped its holdout
+        (inputs / name).unlink(missing_ok=True)
+    if ds.validation is not None:
+        save_parquet(inputs / VALIDATION_INPUT, ds.validation[["id", "text", "label"]])
+        if validation_emb is not None:
+            save_npy(inputs / VALIDATION_EMBEDDING, validation_emb)
     atomic_write_text(stamp, json.dumps({"key": key}))
     return key
 
@@ -136,9 +193,7 @@ def write_label_noise(study: Path, ds: Any) -> None:
     if ds.noise is None:
         path.unlink(missing_ok=True)  # a clean re-run of a once-noisy study
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    ds.noise.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    save_parquet(path, ds.noise)
 
 
 def write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
@@ -188,4 +243,6 @@ def write_study_meta(cfg: StudyConfig, ds: Any, study: Path, n_trials: int,
         "feature_costs": feature_costs or {},
         "selections": [r.to_dict() for r in selections.values()],
     }
+    if (prereg := study / "preregistration.json").is_file():  # a confirmatory study's (sweep.confirm)
+        meta["preregistration"] = json.loads(prereg.read_text())
     atomic_write_text(study / "study.json", json.dumps(meta, indent=2, default=str))

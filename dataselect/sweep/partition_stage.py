@@ -31,11 +31,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import numbers
 import os
 import resource
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,10 +93,15 @@ class PreparedPartitions:
     seconds: dict[str, float]
 
 
-def plan_key(ref: TableRef, selector: Partitioned, seed: int) -> str:
+def _entropy(seed: int | Sequence[int]) -> int | list[int]:
+    """A seed or a stream's entropy (``selectors.base.stream_seed``), as ``default_rng`` takes it."""
+    return int(seed) if isinstance(seed, numbers.Integral) else [int(s) for s in seed]
+
+
+def plan_key(ref: TableRef, selector: Partitioned, seed: int | Sequence[int]) -> str:
     """Cells that share this key share one partitioning (fit, assignment, files)."""
     payload = {"table": ref.key, "partitions": selector.partitions, "sample": selector.partition_sample,
-               "niter": selector.partition_niter, "seed": int(seed)}
+               "niter": selector.partition_niter, "seed": _entropy(seed)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -161,10 +168,11 @@ def assign_batch(batch: Any, *, partitioning: Partitioning, lookup: Any, out_dir
 
 
 def prepare_partitions(
-    ref: TableRef, selector: Partitioned, seed: int, work_dir: Path, *,
+    ref: TableRef, selector: Partitioned, seed: int | Sequence[int], work_dir: Path, *,
     index: dict[str, np.ndarray] | None = None, batch_size: int = 8192,
 ) -> PreparedPartitions:
-    """Steps 1-3 of the module docstring for one (table, P, seed)."""
+    """Steps 1-3 of the module docstring for one (table, P, seed); ``seed`` may be a
+    selector stream's entropy (``selectors.base.stream_seed``)."""
     import ray
 
     index = index if index is not None else table_index(ref)
@@ -172,7 +180,7 @@ def prepare_partitions(
     n_parts = int(selector.partitions)
     if n_parts > n:
         raise ValueError(f"partitions must be <= n={n} rows; got {n_parts}")
-    plan = plan_partitions(n, n_parts, selector.partition_sample, np.random.default_rng(int(seed)))
+    plan = plan_partitions(n, n_parts, selector.partition_sample, np.random.default_rng(_entropy(seed)))
     t0 = time.perf_counter()
     fit = ray.remote(num_cpus=1)(_fit_task)
     partitioning = ray.get(fit.remote(ref, plan.sample, n_parts, selector.partition_niter, plan.kmeans_seed))

@@ -17,8 +17,13 @@ be on storage every node sees, as Tune's ``storage_path`` already is), so
 nothing large travels through the driver.
 
 Resume. ``--resume`` restores the Tune experiment (``Tuner.restore``,
-unfinished and errored trials run again). Tune saves its experiment state
-at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds, so a trial that
+unfinished and errored trials run again) of the same study only: a config,
+data, code, inputs or selections that differ from what the study ran with
+stop it with one line (:mod:`dataselect.sweep.resume`); a grid that only
+grew starts a new experiment over the whole grid, its finished trials reused.
+A Tune state that cannot be restored (damaged, another layout) is moved aside
+and a new experiment started; one not owned by the running user is refused.
+Tune saves its experiment state at most every ``TUNE_GLOBAL_CHECKPOINT_S`` seconds, so a trial that
 finished just before a crash can look unfinished; each trial therefore also
 writes its result to ``trials/<trial>/result.json`` keyed by a hash of its
 full config, and a relaunched trial whose result is there reports it
@@ -31,14 +36,18 @@ import datetime as _dt
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dataselect.core.config import StudyConfig
 from dataselect.features.table_ref import TableRef
+from dataselect.sweep.confirm import preregister
 from dataselect.sweep.inputs import (
+    inputs_key,
     stage_features,
     target_table,
+    validation_embedding,
     write_inputs,
     write_label_noise,
     write_study_meta,
@@ -102,10 +111,13 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
     timeline = Timeline()
     with timeline.stage("preflight"):
         ds = preflight(cfg)
+        study_archive(cfg)  # an archive that is named but missing or damaged stops here, before Ray
     study = cfg.study_dir.expanduser().resolve()
     try:
         with StudyLock(study):
-            return _sweep(cfg, ds, study, resume=resume, address=address, timeline=timeline)
+            ident = _resume_checks(cfg, ds, study) if resume else None
+            preregister(cfg, study)  # a confirmatory study's arms, fixed before anything trains
+            return _sweep(cfg, ds, study, resume=resume, address=address, timeline=timeline, ident=ident)
     except OSError as err:
         user = output_error(err, cfg)
         if user is None:
@@ -113,8 +125,34 @@ def run_sweep(cfg: StudyConfig, *, resume: bool = False, address: str | None = N
         raise user from err
 
 
+@dataclass
+class _Resume:
+    """What ``--resume`` found before Ray started: the stored study, this run, whether the grid grew."""
+
+    stored: Any  # resume.Identity | None
+    current: Any  # resume.Identity
+    grid_grew: bool
+
+
+def _resume_checks(cfg: StudyConfig, ds: Any, study: Path) -> _Resume:
+    """``--resume``'s checks before Ray starts: the same study (config, data, code) and a Tune
+    state this user owns (:mod:`dataselect.sweep.resume`)."""
+    from dataselect.sweep.resume import (
+        check_config,
+        check_tune_state,
+        current_identity,
+        read_identity,
+    )
+
+    stored = read_identity(study)
+    current = current_identity(cfg, ds.fingerprint)
+    grew = check_config(cfg, current, stored)
+    check_tune_state(study / "tune" / cfg.name)
+    return _Resume(stored, current, grew)
+
+
 def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
-           timeline: Timeline) -> Path:
+           timeline: Timeline, ident: _Resume | None = None) -> Path:
     from dataselect.core.errors import StageError, UserError, first_line, log_traceback
     from dataselect.sweep.console import route_logs
     from dataselect.sweep.preflight import output_error
@@ -125,7 +163,7 @@ def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str
                  study / "logs" / "ray")
         try:
             return _sweep_logged(cfg, ds, study, resume=resume, address=address, logfile=logfile,
-                                 timeline=timeline)
+                                 timeline=timeline, ident=ident)
         except Exception as err:
             # The whole story (cause chain included) goes to the log file; the
             # console gets one line: the user's error as it is, anything else named as ours.
@@ -139,7 +177,7 @@ def _sweep(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str
 
 
 def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, address: str | None,
-                  logfile: Path, timeline: Timeline) -> Path:
+                  logfile: Path, timeline: Timeline, ident: _Resume | None = None) -> Path:
     from ray import tune
 
     from dataselect.core.errors import ReportError, first_line, log_traceback
@@ -148,6 +186,13 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     from dataselect.sweep.callbacks import NoRetryOnOwnError, TrialLines
     from dataselect.sweep.console import link_ray_logs, stage
     from dataselect.sweep.ray_runtime import init_ray
+    from dataselect.sweep.resume import (
+        check_inputs,
+        check_selections,
+        current_identity,
+        manifest_names,
+        write_identity,
+    )
 
     with timeline.stage("ray_start"):
         init_ray(cfg.ray, address=address, log_to_driver=False)
@@ -158,8 +203,13 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     with stage("features", study, logfile), timeline.stage("features"):
         table, features_fp, eval_emb = stage_features(cfg, ds)
         target = target_table(cfg, ds)
-    probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
-    inputs_key = write_inputs(study, ds, table, eval_emb, features_fp, probe_col)
+        probe_col = probe_column(cfg, table) if cfg.trainer.mode == "probe" else None
+        validation_emb = validation_embedding(cfg, ds, probe_col)
+    stored = ident.stored if ident is not None else None
+    current = ident.current if ident is not None else current_identity(declared, ds.fingerprint)
+    current.inputs = inputs_key(ds, features_fp, eval_emb, probe_col)
+    check_inputs(cfg, stored, current.inputs)  # before inputs/ of the old run is rewritten
+    write_inputs(study, ds, table, eval_emb, features_fp, probe_col, validation_emb)
     if target is not None:
         write_target_inputs(study, cfg, ds, table, target)
     write_label_noise(study, ds)
@@ -171,47 +221,66 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
     with stage("select", study, logfile), timeline.stage("select"):
         selections = run_select_stage(
             cfg, source, features_fingerprint=features_fp, manifest_dir=study / "manifests",
-            target=None if target is None else TableRef(cfg.cache_root / "features", target.fingerprint))
+            target=None if target is None else TableRef(cfg.cache_root / "features", target.fingerprint),
+            transductive=ds.target is not None and ds.target.transductive)
     cells = [{"selector": s.key, "name": s.name, "params": dict(s.params), "fraction": f}
              for s, f in grid_specs(cfg)]
     runs = trial_runs(cfg, cells)
+    sel_map = {cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
+                              "budget": r.budget, "error": r.error, "traceback": r.traceback}
+               for k, r in selections.items()}
+    current.manifests = manifest_names(sel_map)
+    check_selections(cfg, stored, current.manifests)  # before study.json of the old run is rewritten
     fstore = FeatureStore(cfg.cache_root / "features")
     costs = {"pool": fstore.family_costs(features_fp)}
     if target is not None:
         costs["target"] = fstore.family_costs(target.fingerprint)
     write_study_meta(declared, ds, study, len(runs), selections, probe_col, feature_costs=costs)
 
-    sel_map = {cell_id(*k): {"path": str(r.path) if r.path else None, "seconds": r.seconds,
-                              "budget": r.budget, "error": r.error, "traceback": r.traceback}
-               for k, r in selections.items()}
     # A cache_dir that is another study's folder lends its trained trials too:
     # one whose rows, texts, trainer and seed match is adopted (trial.reused_training).
     reuse_from = [str(cfg.lending_study)] if cfg.lending_study is not None else []
+    if (archive := study_archive(cfg)) is not None:  # then its archive's (trial.reused_archived)
+        log.info("archive %s: its finished fine-tune trials are adopted where they trained what this "
+                 "study would train", archive)
+        reuse_from.append(str(archive))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial_reported, study_dir=str(study),
                              trainer=cfg.trainer.model_dump(mode="json"),
-                             num_labels=ds.num_labels, selections=sel_map, inputs_key=inputs_key,
+                             num_labels=ds.num_labels, selections=sel_map, inputs_key=current.inputs,
                              label_names=list(ds.label_names), reuse_from=reuse_from),
         {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
     )
     storage = study / "tune"
     exp_dir = storage / cfg.name
     tuner = None
-    if resume and tune.Tuner.can_restore(str(exp_dir)):
+    if resume and ident is not None and ident.grid_grew:
+        resume = False  # a new experiment over the grown grid (resume.check_config said so)
+        restart = True
+    else:
+        restart = False
+    if resume and _can_restore(tune, exp_dir):
         log.info("resuming Tune experiment %s", exp_dir)
         try:
             tuner = tune.Tuner.restore(str(exp_dir), trainable, resume_errored=True)
-        except (ImportError, AttributeError, EOFError, ValueError) as err:
-            # Tune pickles its experiment state: one written by another dataselect layout
-            # cannot be unpickled. The trials' own results are plain files and still reused.
+        except Exception as err:  # noqa: BLE001 - any state Tune cannot load is a cache miss
+            # Tune pickles its experiment state: a damaged one (UnpicklingError, a truncated
+            # file) or one written by another dataselect layout cannot be loaded. The
+            # trials' own results are plain files and still reused.
+            log_traceback(f"--resume: Tune could not restore {exp_dir}")
             old = exp_dir.with_name(f"{exp_dir.name}.unrestorable-{_dt.datetime.now():%Y%m%d-%H%M%S}")
-            log.warning("--resume: cannot restore the Tune experiment %s (%s: %s); moved to %s and "
-                        "starting a new one: finished trials are reused from %s", exp_dir,
-                        type(err).__name__, err, old.name, study / "trials")
+            log.warning("--resume: cannot restore the Tune experiment %s (%s); kept as %s for inspection "
+                        "and starting a new one: finished trials are reused from %s", exp_dir,
+                        first_line(err)[:200], old.name, study / "trials")
             exp_dir.rename(old)
             resume = False
     if tuner is None:
-        if resume:
+        if restart and exp_dir.exists():
+            old = exp_dir.with_name(f"{exp_dir.name}.prev-{_dt.datetime.now():%Y%m%d-%H%M%S}")
+            log.info("the grid grew: Tune experiment %s moved to %s; a new one runs the whole grid",
+                     exp_dir, old.name)
+            exp_dir.rename(old)
+        elif resume:
             log.warning("--resume: no Tune experiment to restore at %s; starting a new one", exp_dir)
         elif exp_dir.exists():
             # Never mix two experiments in one folder; finished trials are
@@ -245,6 +314,8 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
                 verbose=0,
             ),
         )
+    # What this experiment's results depend on, for the next --resume (resume.py).
+    write_identity(study, current)
     with timeline.stage("tune_wait_cpus"):
         _wait_for_free_cpus()
     with timeline.stage("tune"):
@@ -266,6 +337,30 @@ def _sweep_logged(cfg: StudyConfig, ds: Any, study: Path, *, resume: bool, addre
             f"({first_line(failed)[:300]}); traceback in {logfile}; rebuild it from disk, without "
             f"training: python -m dataselect report {study}") from failed
     return report
+
+
+def study_archive(cfg: StudyConfig) -> Path | None:
+    """The study archive whose trials this study may adopt (config ``archive``), checked whole.
+
+    ``auto`` without an archive in ``reports/<name>`` is None; a folder named
+    explicitly that holds none, or an archive whose files are not the ones its
+    ``archive.json`` lists, is an error (:class:`~dataselect.core.errors.CacheError`).
+    """
+    from dataselect.report.archive import is_archive, open_archive
+
+    path = cfg.archive_dir
+    if path is None or (cfg.archive == "auto" and not is_archive(path)):
+        return None
+    open_archive(path)
+    return path.resolve()
+
+
+def _can_restore(tune: Any, exp_dir: Path) -> bool:
+    """``Tuner.can_restore``; a state too damaged to tell is not restorable."""
+    try:
+        return bool(tune.Tuner.can_restore(str(exp_dir)))
+    except Exception:  # noqa: BLE001 - e.g. an unreadable folder: restore would fail the same way
+        return exp_dir.is_dir()
 
 
 def _trial_slots(cfg: StudyConfig) -> int:

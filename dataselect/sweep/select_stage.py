@@ -20,7 +20,23 @@ from that run (``Selector.truncate``) and hold the same rows, scores and
 info as separate runs would, under the same keys.
 
 A selector that raises does not stop the stage: its cell comes back with
-``error`` set and no manifest, and the sweep reports the trial as failed.
+``error`` set and no manifest, and the sweep reports the trial as failed. So
+does a task whose Ray worker died (after Ray's own task retries): every
+selection is written as soon as its task returns, so the finished ones are
+kept whatever happens to the rest.
+
+Each selector draws from a random stream of its own
+(``grid.selector_streams: own``, :func:`~dataselect.selectors.base.stream_seed`;
+``random`` keeps ``default_rng(seed)``), and the mode enters the key of the
+manifests it changed; ``shared`` (every selector on ``default_rng(seed)``)
+keeps the keys manifests had before the setting.
+
+A manifest key holds the selector's code versions (``Selector.code_versions``,
+only those other than 1): a bumped version computes the selection anew. A
+manifest that is on disk but corrupt (truncated, undecodable, inconsistent)
+is moved aside (``<key>.parquet.damaged-<time>``) with a warning and
+recomputed; one that cannot be read at all (permissions, I/O) stops the stage
+with one line naming it.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from dataselect.core.config import SelectorSpec, StudyConfig
-from dataselect.core.errors import format_exception, log_traceback
+from dataselect.core.errors import first_line, format_exception, log_traceback
 from dataselect.features.table_ref import (
     TableRef,
     column_shards,
@@ -46,7 +62,14 @@ from dataselect.features.table_ref import (
     read_columns,
     table_index,
 )
-from dataselect.selectors.base import TARGET_PREFIX, FeatureError, Selection, Selector
+from dataselect.selectors.base import (
+    TARGET_PREFIX,
+    FeatureError,
+    Selection,
+    Selector,
+    own_stream,
+    stream_seed,
+)
 from dataselect.selectors.partitioned import Partitioned, resolve_partitions
 from dataselect.selectors.partitioning import DEFAULT_TASK_BYTES
 
@@ -102,8 +125,10 @@ def budget_for(fraction: float, n_pool: int) -> int:
 
 
 def grid_specs(cfg: StudyConfig) -> list[tuple[SelectorSpec, float]]:
-    """(selector spec, fraction) cells of the grid, plus ``full`` at 1.0 when asked."""
-    cells = [(s, f) for s in cfg.selectors for f in cfg.grid.fractions]
+    """(selector spec, fraction) cells of the grid, plus ``full`` at 1.0 when asked; an arm with
+    ``fractions`` only at those (a confirmatory study's arm where its screen chose it)."""
+    cells = [(s, f) for s in cfg.selectors for f in cfg.grid.fractions
+             if s.fractions is None or f in s.fractions]
     if cfg.grid.full_reference and not any(s.key == FULL_KEY for s in cfg.selectors):
         cells.append((SelectorSpec(name="full", label=FULL_KEY), 1.0))
     return cells
@@ -121,6 +146,10 @@ class _Job:
     features_key: str
     """Fingerprint the manifests record: the pool's, joined with the target's for a
     selector that reads the target."""
+    code: dict[str, int] = field(default_factory=dict)
+    """The selector's code versions other than 1 (in the manifest key)."""
+    streams: str | None = None
+    """``grid.selector_streams`` when it changes this selector's picks (in the manifest key)."""
     outputs: dict[int, tuple[Path, list[CellKey]]] = field(default_factory=dict)
     """budget → (manifest path, grid cells it serves); one budget unless prefix-consistent."""
 
@@ -131,7 +160,7 @@ class _Job:
 
 def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, params: dict[str, Any],
                  budget: int, seed: int, target: Mapping[str, np.ndarray] | TableRef | None = None,
-                 ) -> dict[str, Any]:
+                 streams: str = "shared") -> dict[str, Any]:
     """Body of one Ray task: errors come back as data so one bad cell cannot stop the stage.
 
     A :class:`TableRef` is read here, in the task: only the columns the
@@ -151,7 +180,7 @@ def _select_task(features: Mapping[str, np.ndarray] | TableRef, name: str, param
             got = read_columns(target, want) if isinstance(target, TableRef) else {c: target[c] for c in want}
             features = {**features, **{TARGET_PREFIX + c: v for c, v in got.items()}}
         t0 = time.perf_counter()
-        sel = selector.select(features, budget, seed)
+        sel = selector.select(features, budget, seed, streams=streams)
         seconds = time.perf_counter() - t0
     except Exception as err:  # noqa: BLE001 - reported per cell, see module docstring
         log.warning("selector %s (budget %d, seed %d) failed: %s", name, budget, seed, err)
@@ -182,7 +211,7 @@ def plan_jobs(
     that manifest serves every seed's cell. ``resolve`` makes a selector
     concrete before its key is taken (``partitions: auto``).
     """
-    from dataselect.core.manifest import read_manifest, selection_key
+    from dataselect.core.manifest import selection_key
     from dataselect.selectors import get_selector
 
     reused: dict[CellKey, SelectionResult] = {}
@@ -191,25 +220,49 @@ def plan_jobs(
         selector = get_selector(spec.name, **dict(spec.params))
         if resolve is not None:
             selector = resolve(selector)
-        resolved = selector.params()
+        resolved, code = selector.params(), selector.code_versions()
+        streams = cfg.grid.selector_streams if own_stream(selector, cfg.grid.selector_streams) else None
         budget = budget_for(frac, n_pool)
         fkey = (f"{features_fingerprint}+target:{target_fingerprint}" if reads_target(selector)
                 else features_fingerprint)
         for seed in cfg.grid.seeds:
             cell = (spec.key, frac, seed)
             run_seed = seed if selector.seeded else 0
-            key = selection_key(spec.name, resolved, budget, run_seed, fkey)
+            key = selection_key(spec.name, resolved, budget, run_seed, fkey, code, streams)
             path = out_dir / f"{key}.parquet"
-            if path.is_file():
-                info = read_manifest(path).meta.get("info") or {}
+            if (info := _reusable(path)) is not None:
                 reused[cell] = SelectionResult(spec.key, frac, seed, budget, path,
                                                float(info.get(SECONDS_KEY, float("nan"))), reused=True)
                 continue
             group = (spec.name, json.dumps(resolved, sort_keys=True), run_seed,
                      None if selector.prefix_consistent else budget)
-            job = jobs.setdefault(group, _Job(spec, selector, resolved, run_seed, fkey))
+            job = jobs.setdefault(group, _Job(spec, selector, resolved, run_seed, fkey, code=code,
+                                                    streams=streams))
             job.outputs.setdefault(budget, (path, []))[1].append(cell)
     return list(jobs.values()), reused
+
+
+def _reusable(path: Path) -> dict[str, Any] | None:
+    """The ``info`` of the manifest at ``path``, or None when there is none to reuse.
+
+    A corrupt one is moved aside (kept for inspection) with a warning, so its
+    selection is computed again; an unreadable one raises
+    :class:`~dataselect.core.manifest.ManifestUnreadableError`.
+    """
+    from dataselect.core.manifest import ManifestError, ManifestUnreadableError, read_manifest
+
+    if not path.is_file():
+        return None
+    try:
+        return read_manifest(path).meta.get("info") or {}
+    except ManifestUnreadableError:
+        raise
+    except ManifestError as err:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        log.warning("select stage: %s; kept as %s and computed again", str(err).splitlines()[0][:300],
+                    aside.name)
+        return None
 
 
 def task_memory_bytes(cfg: StudyConfig) -> float:
@@ -237,6 +290,7 @@ def run_select_stage(
     features_fingerprint: str,
     manifest_dir: Path | None = None,
     target: Mapping[str, np.ndarray] | TableRef | None = None,
+    transductive: bool = False,
 ) -> dict[CellKey, SelectionResult]:
     """Run or reuse every selection of the grid; write manifests.
 
@@ -255,6 +309,9 @@ def run_select_stage(
     target : mapping or TableRef, optional
         The target's feature table (or its reference), for selectors that
         read ``target:<column>``; its key joins the pool's in their manifests' keys.
+    transductive : bool
+        The target shares texts with the eval set (``TargetSet.transductive``):
+        the selections that read it are said to be transductive.
 
     Returns
     -------
@@ -279,9 +336,9 @@ def run_select_stage(
 
     target_fp = None if target is None else _fingerprint(target)
     jobs, results = plan_jobs(cfg, n_pool, features_fingerprint, out_dir, resolve, target_fp)
-    if cfg.transductive and (names := sorted({j.spec.key for j in jobs if reads_target(j.selector)})):
-        log.warning("select stage: %s read the eval split's texts (target: split %s): their selections "
-                    "are transductive", ", ".join(names), cfg.target.split)  # type: ignore[union-attr]
+    if transductive and (names := sorted({j.spec.key for j in jobs if reads_target(j.selector)})):
+        log.warning("select stage: %s read eval texts (the target shares texts with the eval set): "
+                    "their selections are transductive", ", ".join(names))
     n_manifests = sum(len(j.outputs) for j in jobs)
     log.info("select stage: %d cells reused, %d selections to write from %d runs "
              "(the rest cut from a larger budget of a prefix-consistent selector)",
@@ -293,30 +350,55 @@ def run_select_stage(
     tsource = (target if target is None or isinstance(target, TableRef)
                else ray.put({k: np.asarray(v) for k, v in target.items()}))
     remote = ray.remote(num_cpus=1)(_select_task)
+    order = {cell: i for i, cell in enumerate(_grid_cells(cfg))}
     while jobs:
         # Partitioned selections of a saved table run through the partition
         # stage (in the driver, while the other tasks run); the rest are one task each.
         split = [j for j in jobs if stored and isinstance(j.selector, Partitioned)]
-        refs = {id(j): remote.remote(source, j.spec.name, _task_params(j), j.budget, j.seed,
-                                     tsource if reads_target(j.selector) else None)
+        refs = {remote.remote(source, j.spec.name, _task_params(j), j.budget, j.seed,
+                              tsource if reads_target(j.selector) else None, cfg.grid.selector_streams): j
                 for j in jobs if j not in split}
-        done = _run_partitioned_jobs(features, index, split, out_dir) if split else {}
-        retry = []
-        for job in jobs:
-            got = done[id(job)] if id(job) in done else ray.get(refs[id(job)])
-            if "error" in got and len(job.outputs) > 1:
-                # The error may be the largest budget's alone (a band with too
-                # few rows): the smaller budgets run on their own next round.
-                _record(results, job, job.budget, None, got, float("nan"), None)
-                del job.outputs[job.budget]
-                retry.append(job)
-                continue
-            _write_job(results, job, got, ids)
+        done = (_run_partitioned_jobs(features, index, split, out_dir, cfg.grid.selector_streams)
+                if split else {})
+        retry: list[_Job] = []
+        for job in split:
+            _take(results, job, done[id(job)], ids, retry)
+        pending = list(refs)
+        while pending:
+            # Each selection is written as its task returns: a worker that dies
+            # later loses nothing that finished before it.
+            ready, pending = ray.wait(pending, num_returns=1)
+            job = refs[ready[0]]
+            try:
+                got = ray.get(ready[0])
+            except Exception as err:  # noqa: BLE001 - _select_task returns its own errors: a dead worker
+                got = _failure(err)
+                got["error"] = (f"the Ray worker running this selection died (after Ray's retries): "
+                                f"{first_line(err)[:300]}")
+            _take(results, job, got, ids, retry)
         jobs = retry
     failed = [c for c, r in results.items() if r.error]
     if failed:
         log.warning("select stage: %d cell(s) failed: %s", len(failed), failed)
-    return results
+    # Grid order, whatever order the tasks finished in.
+    return dict(sorted(results.items(), key=lambda kv: order.get(kv[0], len(order))))
+
+
+def _grid_cells(cfg: StudyConfig) -> list[CellKey]:
+    return [(spec.key, frac, seed) for spec, frac in grid_specs(cfg) for seed in cfg.grid.seeds]
+
+
+def _take(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any], ids: np.ndarray,
+          retry: list[_Job]) -> None:
+    """Write (or record the failure of) one finished job."""
+    if "error" in got and len(job.outputs) > 1:
+        # The error may be the largest budget's alone (a band with too
+        # few rows): the smaller budgets run on their own next round.
+        _record(results, job, job.budget, None, got, float("nan"), None)
+        del job.outputs[job.budget]
+        retry.append(job)
+        return
+    _write_job(results, job, got, ids)
 
 
 def _fingerprint(table: Mapping[str, Any] | TableRef) -> str:
@@ -346,7 +428,7 @@ def _task_params(job: _Job) -> dict[str, Any]:
 
 
 def _run_partitioned_jobs(
-    ref: TableRef, index: dict[str, np.ndarray], jobs: list[_Job], out_dir: Path,
+    ref: TableRef, index: dict[str, np.ndarray], jobs: list[_Job], out_dir: Path, streams: str = "shared",
 ) -> dict[int, dict[str, Any]]:
     """Partitioned selections (``id(job)`` → result), one partitioning per (P, seed) shared by its jobs.
 
@@ -357,14 +439,17 @@ def _run_partitioned_jobs(
 
     groups: dict[str, list[_Job]] = {}
     for job in jobs:
-        groups.setdefault(plan_key(ref, job.selector, job.seed), []).append(job)
+        # The partitioning draws from the selector's stream, as Partitioned.select does in memory.
+        entropy = stream_seed(job.selector.name, job.seed, streams)
+        groups.setdefault(plan_key(ref, job.selector, entropy), []).append(job)
     out: dict[int, dict[str, Any]] = {}
     for key, group in groups.items():
         work = out_dir / ".partitions" / key
         first = group[0]
         try:
             t0 = time.perf_counter()
-            prepared = prepare_partitions(ref, first.selector, first.seed, work, index=index)
+            prepared = prepare_partitions(ref, first.selector, stream_seed(first.selector.name, first.seed, streams),
+                                          work, index=index)
             prep_s = time.perf_counter() - t0
         except Exception as err:  # noqa: BLE001 - reported per cell, see module docstring
             log.warning("partitioning %s (P=%s, seed %d) failed: %s", ref.key[:12],
@@ -412,7 +497,8 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
             info[SLICED_KEY] = sliced_from
         write_manifest(path, Selection(sel.indices, sel.scores, info), selector=job.spec.name,
                        params=job.resolved, budget=budget, seed=job.seed,
-                       features=job.features_key, ids=ids, fraction=cells[0][1])
+                       features=job.features_key, ids=ids, fraction=cells[0][1], code=job.code,
+                       streams=job.streams)
         _record(results, job, budget, path, None, seconds, sliced_from)
 
 

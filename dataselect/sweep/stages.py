@@ -94,14 +94,11 @@ def target_features(cfg: StudyConfig, ds: TextDataset, columns: Collection[str] 
     """
     if ds.target is None or cfg.target is None:
         return None
-    from dataselect.core.target import NO_LABEL
+    from dataselect.core.target import NO_LABEL, granted_labels
     from dataselect.features import compute_features
 
     frame = ds.target.frame.copy()
-    keep = np.zeros(len(frame), dtype=bool)
-    known = np.flatnonzero(frame["label"].to_numpy() != NO_LABEL)
-    keep[np.random.default_rng(0).permutation(known)[: cfg.target.labelled]] = True
-    frame.loc[~keep, "label"] = NO_LABEL
+    frame.loc[~granted_labels(frame, cfg.target.labelled), "label"] = NO_LABEL
     return compute_features(frame, cfg.features, cfg.cache_root / "features", columns=columns)
 
 
@@ -118,7 +115,8 @@ def study_selections(cfg: StudyConfig) -> dict[str, Path | None]:
     target = target_features(resolve_standins(cfg, ds), ds)
     out = run_select_stage(cfg, ref, features_fingerprint=pool.fingerprint,
                            manifest_dir=cfg.study_dir / "manifests",
-                           target=None if target is None else TableRef(ref.root, target.fingerprint))
+                           target=None if target is None else TableRef(ref.root, target.fingerprint),
+                           transductive=ds.target is not None and ds.target.transductive)
     return {f"{k[0]}@{k[1]:g}#{k[2]}": r.path for k, r in out.items()}
 
 
@@ -128,6 +126,9 @@ def _cell(cfg: StudyConfig, selector: str, fraction: float, seed: int) -> None:
         raise UserError(f"--selector: {selector!r} is not in the config; choose from {keys}")
     if selector != "full" and fraction not in cfg.grid.fractions:
         raise UserError(f"--fraction: {fraction!r} is not in grid.fractions {cfg.grid.fractions}")
+    only = next((s.fractions for s in cfg.selectors if s.key == selector), None)
+    if only is not None and fraction not in only:
+        raise UserError(f"--fraction: {selector!r} runs only at {only} (selectors[].fractions)")
     if seed not in cfg.grid.seeds:
         raise UserError(f"--seed: {seed!r} is not in grid.seeds {cfg.grid.seeds}")
 

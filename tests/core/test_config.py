@@ -65,6 +65,9 @@ BAD_CASES = [
     ("grid.fractions", [float("nan")], "grid.fractions[0]: nan is not in (0, 1]"),
     ("grid.fractions", [], "grid.fractions: List should have at least 1 item"),
     ("grid.fractions", [0.1, 0.1], "grid.fractions[1]: 0.1 is repeated"),
+    # One trial name (`_f0.1_`) for two budgets: refused, not left to overwrite each other.
+    ("grid.fractions", [0.1, 0.05, 0.1000001],
+     "grid.fractions[2]: 0.1000001 is too close to fractions[0] = 0.1: both name their trials *_f0.1_*"),
     ("grid.seeds", [], "grid.seeds: List should have at least 1 item"),
     ("grid.seeds", [0, "one"], "grid.seeds[1]: Input should be a valid integer"),
     ("grid.fractions", "0.1", "grid.fractions: Input should be a valid list"),
@@ -196,3 +199,13 @@ def test_headerless_columns_need_header_false(sst2_dir):
     raw["dataset"]["columns"] = ["text", "label"]
     with pytest.raises(ConfigError, match=r"lack \['sentence'\]"):
         parse_study(raw)
+
+
+def test_fractions_that_name_different_trials_are_accepted(sst2_dir):
+    from dataselect.sweep.trial import trial_name_for
+
+    fracs = [0.1, 0.100001, 0.05, 0.0500001, 1.0]
+    raw = _mut(_base(sst2_dir), "grid.fractions", fracs)
+    cfg = parse_study(raw)
+    names = {trial_name_for("random", f, 0) for f in cfg.grid.fractions}
+    assert len(names) == len(fracs)  # the property the check guards: one name per fraction

@@ -8,7 +8,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from dataselect.core.manifest import ManifestError, read_manifest, selection_key, write_manifest
+from dataselect.core.manifest import (
+    ManifestError,
+    ManifestUnreadableError,
+    read_manifest,
+    selection_key,
+    write_manifest,
+)
 from dataselect.selectors import Selection, get_selector
 
 
@@ -67,13 +73,29 @@ def test_rewrite_is_byte_identical(tmp_path):
     assert a2.read_bytes() == b.read_bytes()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "footer"])
 def test_corrupt_file_is_a_clear_error(tmp_path, damage):
     path = _write(tmp_path / "m.parquet", _selection())
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"x" * 64, "empty": b""}[damage])
-    with pytest.raises(ManifestError, match=r"m\.parquet is corrupt or truncated"):
+    # "footer": bytes garbled inside a valid frame (parquet raises an OSError without errno).
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"x" * 64, "empty": b"",
+                      "footer": data[:4] + b"\xff" * 40 + data[44:]}[damage])
+    with pytest.raises(ManifestError, match=r"m\.parquet is corrupt or truncated") as info:
         read_manifest(path)
+    assert not isinstance(info.value, ManifestUnreadableError)  # corrupt: recomputing fixes it
+
+
+@pytest.mark.parametrize("err", [PermissionError(13, "Permission denied"), OSError(5, "Input/output error")])
+def test_a_file_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkeypatch, err):
+    path = _write(tmp_path / "m.parquet", _selection())
+
+    def refuse(*a, **k):
+        raise err
+
+    monkeypatch.setattr(pq, "read_table", refuse)
+    with pytest.raises(ManifestUnreadableError, match=r"m\.parquet cannot be read") as info:
+        read_manifest(path)
+    assert "corrupt" not in str(info.value) and type(err).__name__ in str(info.value)
 
 
 def test_missing_and_foreign_files(tmp_path):
@@ -107,3 +129,29 @@ def test_a_manifest_written_by_an_earlier_version_still_reads():
     np.testing.assert_array_equal(m.ids, [13, 10, 12])
     np.testing.assert_array_equal(m.scores, [0.5, 0.25, 0.125])
     assert m.meta["selector"] == "kcenter" and m.meta["seed"] == 7 and m.meta["version"] == 1
+
+
+def test_code_versions_enter_the_key_only_when_not_one(tmp_path):
+    """Version-1 code keeps the key (and bytes) manifests had before versions existed;
+    a bumped version is a new key, recorded in the metadata."""
+    p = get_selector("kcenter").params()
+    old = selection_key("kcenter", p, 10, 3, "feat-abc")
+    assert selection_key("kcenter", p, 10, 3, "feat-abc", {}) == old
+    bumped = selection_key("kcenter", p, 10, 3, "feat-abc", {"KCenterGreedy": 2})
+    assert bumped != old
+    assert bumped != selection_key("kcenter", p, 10, 3, "feat-abc", {"KCenterGreedy": 3})
+    plain = _write(tmp_path / "a.parquet", _selection(), params=p)
+    same = _write(tmp_path / "b.parquet", _selection(), params=p, code={})
+    assert plain.read_bytes() == same.read_bytes() and "code" not in read_manifest(plain).meta
+    m = read_manifest(_write(tmp_path / "c.parquet", _selection(), params=p, code={"KCenterGreedy": 2}))
+    assert m.meta["code"] == {"KCenterGreedy": 2} and m.meta["key"] == bumped
+
+
+def test_the_format_1_fixture_keeps_its_key():
+    """A manifest of today's (version-1) selector code is found under the key it was written with."""
+    from pathlib import Path
+
+    m = read_manifest(Path(__file__).parent / "data" / "manifest-format-1.parquet")
+    meta = m.meta
+    assert selection_key(meta["selector"], meta["params"], meta["budget"], meta["seed"],
+                         meta["features"], get_selector("kcenter").code_versions()) == meta["key"]

@@ -95,3 +95,24 @@ def test_table_is_printed_once_per_change_and_at_the_end(caplog):
     assert any(ln.split()[:3] == ["x_f0.1_s0", "done", "0.9000"] for ln in end)
     assert any(ln.split()[:2] == ["x_f0.1_s1", "ERROR"] for ln in end)
     assert "trial x_f0.1_s1 failed: ValueError: no rows (2/3" in "\n".join(_messages(caplog))
+
+
+def test_the_final_table_is_printed_once(caplog):
+    """Tune steps once more after the last trial ends, then ends the experiment: one table, not two."""
+    caplog.set_level(logging.INFO)
+    clock = _Clock()
+    cb = TrialLines(2, slots=1, table_every_s=120, clock=clock)
+    a, b = _trial("x_f0.1_s0", 0.9), _trial("x_f0.1_s1", 0.8)
+    cb.on_trial_start(0, [], a)
+    cb.on_trial_start(0, [], b)
+    clock.t = 300.0
+    cb.on_trial_complete(0, [], a)
+    cb.on_step_end(0, [])           # one trial still running: the table is due
+    clock.t = 600.0
+    cb.on_trial_complete(0, [], b)
+    cb.on_step_end(0, [])           # every trial ended: left to the experiment's end
+    cb.on_experiment_end([])
+    tables = [m for m in _messages(caplog) if m.startswith("trials:")]
+    assert [t.splitlines()[0] for t in tables] == [
+        "trials: 1 running, 1 done, 0 failed, 0 pending (1/2, about 5 min left)",
+        "trials: 0 running, 2 done, 0 failed, 0 pending (2/2)"]
