@@ -14,6 +14,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,10 +52,13 @@ class TextDataset:
     """Rows whose pool label was flipped (``id``, ``original_label``, ``noisy_label``), or None."""
     target: TargetSet | None = None
     """The target the study selects toward (``target:``), or None."""
-    holdout: dict[str, int] | None = None
+    holdout: dict[str, Any] | None = None
     """What the holdout rule took out of the train split: ``eval_sentences``,
-    ``target_sentences``, ``removed_rows`` (sentences and their phrases),
-    ``pool_before``, ``pool_after`` (before ``pool_size``)."""
+    ``target_sentences``, ``validation_sentences``, ``removed_rows`` (sentences and
+    their phrases), ``pool_before``, ``pool_after`` (before ``pool_size``), ``match``."""
+    validation: pd.DataFrame | None = None
+    """The validation holdout (``dataset.validation_holdout``): whole train sentences
+    disjoint from the eval set and the pool, ``id`` ``-1 - train id``; None without one."""
 
     @property
     def num_labels(self) -> int:
@@ -94,8 +98,9 @@ def load_dataset(cfg: DatasetConfig, target: TargetConfig | None = None) -> Text
     """Load, validate and (optionally) subsample the configured dataset (and its target).
 
     Order: read and check both splits; take out the held-out sentences and
-    their phrases (``cfg.eval_holdout``, then a ``holdout`` target) and add
-    the eval ones to the eval set; subsample the pool (``pool_size``) and the
+    their phrases (``cfg.eval_holdout``, then a ``holdout`` target, then
+    ``cfg.validation_holdout``, all under ``cfg.holdout_match``) and add the
+    eval ones to the eval set; subsample the pool (``pool_size``) and the
     eval set (``eval_size``); flip labels (``label_noise``).
 
     Raises
@@ -117,7 +122,7 @@ def load_dataset(cfg: DatasetConfig, target: TargetConfig | None = None) -> Text
     train = _to_table(raw_train, cfg, to_int, "train")
     evalf = _to_table(raw_eval, cfg, to_int, "eval")
     _check_classes(train, names, "train", origin(raw_train))
-    train, evalf, held_target, holdout = _apply_holdout(train, evalf, cfg, target)
+    train, evalf, held, holdout, removed_ids = _apply_holdout(train, evalf, cfg, target)
     if holdout is not None:
         _check_classes(train, names, "train pool after the holdout", origin(raw_train))
     if cfg.pool_size is not None and cfg.pool_size < len(train):
@@ -136,54 +141,80 @@ def load_dataset(cfg: DatasetConfig, target: TargetConfig | None = None) -> Text
     noise = None
     if cfg.label_noise is not None:
         train, noise = add_label_noise(train, cfg.label_noise, len(names))
-    fp = hashlib.sha256((frame_fingerprint(train) + frame_fingerprint(evalf)).encode()).hexdigest()
-    tset = _target(target, cfg, train, held_target, to_int)
-    return TextDataset(train, evalf, names, fp, dups, cfg.source, noise, tset, holdout)
+    validation = held.get("validation")
+    # The validation rows enter the key only when there are some: a study without keeps its key.
+    parts = [frame_fingerprint(train), frame_fingerprint(evalf),
+             *([frame_fingerprint(validation)] if validation is not None else [])]
+    fp = hashlib.sha256("".join(parts).encode()).hexdigest()
+    tset = _target(target, cfg, train, held.get("target"), to_int, evalf, removed_ids)
+    return TextDataset(train, evalf, names, fp, dups, cfg.source, noise, tset, holdout, validation)
 
 
-def _apply_holdout(train: pd.DataFrame, evalf: pd.DataFrame, cfg: DatasetConfig,
-                   target: TargetConfig | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None,
-                                                        dict[str, int] | None]:
-    """(pool, eval, held-out target rows or None, what was taken) after the holdout rule."""
+def _apply_holdout(train: pd.DataFrame, evalf: pd.DataFrame, cfg: DatasetConfig, target: TargetConfig | None,
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame], dict[str, Any] | None,
+                              np.ndarray]:
+    """(pool, eval, held-out ``target`` / ``validation`` rows, what was taken, train ids taken)
+    after the holdout rule. Draws in a fixed order, eval then target then validation, so a
+    draw added later never moves the earlier ones."""
     from dataselect.core.holdout import split_holdout
 
-    draws, fields = [], []
+    draws: dict[str, tuple[str, Any]] = {}
     if cfg.eval_holdout is not None:
-        draws.append((cfg.eval_holdout.sentences, cfg.eval_holdout.seed))
-        fields.append("dataset.eval_holdout")
+        draws["eval"] = ("dataset.eval_holdout", cfg.eval_holdout)
     if target is not None and target.holdout is not None:
-        draws.append((target.holdout.sentences, target.holdout.seed))
-        fields.append("target.holdout")
+        draws["target"] = ("target.holdout", target.holdout)
+    if cfg.validation_holdout is not None:
+        draws["validation"] = ("dataset.validation_holdout", cfg.validation_holdout)
     if not draws:
-        return train, evalf, None, None
+        return train, evalf, {}, None, np.zeros(0, np.int64)
     try:
-        held, removed = split_holdout(train["text"].tolist(), draws)
+        held, removed = split_holdout(train["text"].tolist(), [(h.sentences, h.seed) for _, h in draws.values()],
+                                      cfg.holdout_match)
     except ValueError as err:
-        raise DataError(f"{' + '.join(f'{f}.sentences' for f in fields)}: {err}") from err
-    held_target = None
-    if cfg.eval_holdout is not None:
-        moved = train.iloc[held[0]]
+        raise DataError(f"{' + '.join(f'{f}.sentences' for f, _ in draws.values())}: {err}") from err
+    rows = dict(zip(draws, held, strict=True))
+    if "eval" in rows:
+        moved = train.iloc[rows["eval"]]
         evalf = pd.concat([evalf, moved.assign(id=held_out_eval_id(moved["id"]))], ignore_index=True)
-    if target is not None and target.holdout is not None:
-        held_target = train.iloc[held[-1]].reset_index(drop=True)
-    info = {"eval_sentences": cfg.eval_holdout.sentences if cfg.eval_holdout else 0,
-            "target_sentences": target.holdout.sentences if target is not None and target.holdout else 0,
-            "removed_rows": int(removed.sum()), "pool_before": len(train),
-            "pool_after": int(len(train) - removed.sum())}
-    log.info("holdout: %d whole sentences held out (eval %d, target %d) with their phrases: %d of %d "
-             "train rows out of the pool, %d left", info["eval_sentences"] + info["target_sentences"],
-             info["eval_sentences"], info["target_sentences"], info["removed_rows"], len(train),
-             info["pool_after"])
-    return train[~removed].reset_index(drop=True), evalf, held_target, info
+    out = {}
+    if "target" in rows:
+        out["target"] = train.iloc[rows["target"]].reset_index(drop=True)
+    if "validation" in rows:
+        kept = train.iloc[rows["validation"]]
+        out["validation"] = kept.assign(id=held_out_eval_id(kept["id"])).reset_index(drop=True)
+    n = {k: (draws[k][1].sentences if k in draws else 0) for k in ("eval", "target", "validation")}
+    info = {"eval_sentences": n["eval"], "target_sentences": n["target"],
+            "validation_sentences": n["validation"], "removed_rows": int(removed.sum()),
+            "pool_before": len(train), "pool_after": int(len(train) - removed.sum()),
+            "match": cfg.holdout_match}
+    log.info("holdout: %d whole sentences held out (eval %d, target %d, validation %d; %s key) with their "
+             "phrases: %d of %d train rows out of the pool, %d left", sum(n.values()), n["eval"], n["target"],
+             n["validation"], cfg.holdout_match, info["removed_rows"], len(train), info["pool_after"])
+    taken = train["id"].to_numpy(np.int64)[removed]
+    return train[~removed].reset_index(drop=True), evalf, out, info, taken
 
 
 def _target(target: TargetConfig | None, cfg: DatasetConfig, pool: pd.DataFrame,
-            held: pd.DataFrame | None, to_int: dict[str, int]) -> TargetSet | None:
-    """The target rows of ``target`` (None: no target), with how many also sit in the pool."""
+            held: pd.DataFrame | None, to_int: dict[str, int], evalf: pd.DataFrame,
+            taken: np.ndarray) -> TargetSet | None:
+    """The target rows of ``target`` (None: no target), with how many also sit in the pool
+    and in the eval set (``transductive``), and how many of its granted labels are eval labels.
+
+    ``taken``: train ids the holdout rule took out of the pool; a ``split`` target of
+    the train split loses them (the held-out eval and validation sentences and their
+    phrases), so it hands no held-out eval text to a selector.
+    """
     if target is None:
         return None
-    from dataselect.core.target import count_in_pool, read_target_path, target_frame
+    from dataselect.core.target import (
+        count_in_pool,
+        granted_labels,
+        in_texts,
+        read_target_path,
+        target_frame,
+    )
 
+    info: dict[str, Any] = {}
     if held is not None:
         frame = target_frame(held["id"].to_numpy(), held["text"], held["label"].to_numpy())
         source = "holdout"
@@ -201,11 +232,30 @@ def _target(target: TargetConfig | None, cfg: DatasetConfig, pool: pd.DataFrame,
         labels = None if keys is None else keys.map(to_int).fillna(NO_LABEL).to_numpy(np.int64)
         frame = target_frame(raw["_id"].to_numpy(), raw[cfg.text_column].fillna(""), labels)
         source = f"split:{target.split}"
+        if target.split == cfg.train_split and len(taken):
+            gone = np.isin(frame["id"].to_numpy(), taken)
+            frame = frame[~gone].reset_index(drop=True)
+            info["dropped_held_out"] = int(gone.sum())
+            log.info("target.split: %s: %d rows the holdout rule took out of the pool (held-out eval / "
+                     "validation sentences and their phrases) are not in the target", target.split,
+                     int(gone.sum()))
+            if frame.empty:
+                raise DataError(f"target.split: {target.split!r} has no rows left once the held-out "
+                                "sentences and their phrases are dropped")
     else:
         frame = read_target_path(target, target.text_column or cfg.text_column, to_int)
         source = f"path:{target.path}"
-    return TargetSet(frame, source, target.split is not None and target.split == cfg.eval_split,
-                     count_in_pool(frame, pool))
+    match = cfg.holdout_match
+    in_eval = in_texts(frame, evalf, match)
+    granted = granted_labels(frame, target.labelled)
+    n_eval_labels = int((granted & in_eval).sum())
+    if in_eval.any():
+        log.warning("target: %d of %d target texts are eval texts: selections that read the target are "
+                    "transductive%s", int(in_eval.sum()), len(frame),
+                    f", and {n_eval_labels} eval labels are handed to them (target.labelled)"
+                    if n_eval_labels else "")
+    return TargetSet(frame, source, bool(in_eval.any()), count_in_pool(frame, pool, match), info,
+                     n_in_eval=int(in_eval.sum()), eval_labels=n_eval_labels)
 
 
 _NOISE_STREAM = 0x6E6F697365  # "noise": a stream of its own, apart from the selectors' seeds

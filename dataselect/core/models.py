@@ -97,14 +97,26 @@ def resolve_model(ref: str) -> str:
     return ref
 
 
-@lru_cache(maxsize=64)
+_FOLDER_KEYS: dict[tuple[str, tuple[tuple[str, int, int, int, int], ...]], str] = {}
+"""Content hash of a model folder, memoised on what ``stat`` says of its files: hashing
+Qwen3-1.7B's 3.4 GB takes seconds, and a study asks for every feature family."""
+_FOLDER_KEYS_MAX = 64
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.rglob("*")) if f.is_file() and not f.name.startswith(".")]
+
+
 def model_fingerprint(ref: str) -> str:
     """A stable key for the model behind ``ref`` (for feature caches).
 
     Local folders hash their files' contents (weights included), so a
-    retrained stand-in in the same folder is a new key. A hub id is keyed by
-    the commit ``from_pretrained`` will load (:func:`hub_revision`), so two
-    revisions of one id never share cached features.
+    retrained stand-in in the same folder is a new key; the hash is memoised
+    in the process on each file's (name, size, mtime_ns, ctime_ns, inode), so a
+    folder edited in place (a stand-in retrained by the same process) is hashed
+    again instead of serving the key, and the features, of its old files. A hub
+    id is keyed by the commit ``from_pretrained`` will load (:func:`hub_revision`,
+    read afresh each call), so two revisions of one id never share cached features.
 
     Raises
     ------
@@ -116,13 +128,21 @@ def model_fingerprint(ref: str) -> str:
     h = hashlib.sha256()
     p = Path(path)
     if p.is_dir():
-        for f in sorted(p.rglob("*")):
-            if f.is_file() and not f.name.startswith("."):
-                h.update(str(f.relative_to(p)).encode())
-                with f.open("rb") as fh:
-                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                        h.update(chunk)
-        return h.hexdigest()
+        files = _folder_files(p)
+        stats = [(f, f.stat()) for f in files]
+        memo = (path, tuple((str(f.relative_to(p)), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                            for f, st in stats))
+        if memo in _FOLDER_KEYS:
+            return _FOLDER_KEYS[memo]
+        for f in files:
+            h.update(str(f.relative_to(p)).encode())
+            with f.open("rb") as fh:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        while len(_FOLDER_KEYS) >= _FOLDER_KEYS_MAX:
+            _FOLDER_KEYS.pop(next(iter(_FOLDER_KEYS)))
+        _FOLDER_KEYS[memo] = h.hexdigest()
+        return _FOLDER_KEYS[memo]
     h.update(path.encode())
     h.update(hub_revision(path).encode())
     return h.hexdigest()
@@ -151,6 +171,12 @@ def hub_revision(repo_id: str) -> str:
     if hub_offline():
         raise ModelError(f"model {repo_id!r}: not in the local HF cache and the hub is offline, so its "
                          f"revision (part of the feature cache key) is unknown; {_OFFLINE_HINT}")
+    return _hub_commit(repo_id)
+
+
+@lru_cache(maxsize=64)
+def _hub_commit(repo_id: str) -> str:
+    """The hub's current commit of ``repo_id`` (asked once per process: a network round trip)."""
     from huggingface_hub import HfApi
 
     try:

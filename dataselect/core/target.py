@@ -3,11 +3,17 @@
 Target-aware selectors (``dsir``, ``density_ratio``, ``gradient_match``,
 ``metric_match``) choose pool rows for this distribution instead of the
 pool's own. Three sources (``target:`` in the study config): a file of
-texts, a split of the dataset (its texts only; the eval split makes the
-selection *transductive*), or whole sentences held out of the pool by
+texts, a split of the dataset, or whole sentences held out of the pool by
 :mod:`dataselect.core.holdout`. Whatever the source, the target is a frame of
 ``id``, ``text`` and ``label`` (-1 where no label is known) and goes
 through the same feature store as the pool.
+
+A target is *transductive* when it shares texts with the eval set, found by
+text under the holdout rule's key (:func:`~dataselect.core.holdout.match_key`),
+not by the source's name: the eval split, a file that holds eval sentences,
+or the train split before its held-out eval sentences are dropped (the
+loader drops them). The labels a study grants its target-aware selectors
+(``target.labelled``) are counted apart when they are eval rows' labels.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import pandas as pd
 
 from dataselect.core.config import TargetConfig
 from dataselect.core.errors import DataError
-from dataselect.core.holdout import normalise
+from dataselect.core.holdout import match_key
 from dataselect.core.readers import FORMATS, read_file
 
 log = logging.getLogger(__name__)
@@ -40,10 +46,15 @@ class TargetSet:
     source: str
     """``holdout``, ``split:<name>`` or ``path:<file>``."""
     transductive: bool
-    """True when the target is the eval split's own texts."""
+    """True when a target text is also an eval row's (``n_in_eval > 0``)."""
     n_in_pool: int
     """Target rows whose text is also a pool row's."""
     info: dict[str, Any] = field(default_factory=dict)
+    n_in_eval: int = 0
+    """Target rows whose text is also an eval row's."""
+    eval_labels: int = 0
+    """Labels granted to the selectors (``target.labelled``) that belong to target rows
+    whose text is an eval row's: eval labels a selector learns from."""
 
     @property
     def labelled(self) -> bool:
@@ -53,8 +64,8 @@ class TargetSet:
         """JSON-able summary for ``study.json`` and the report."""
         words = self.frame["text"].str.split().str.len()
         return {"source": self.source, "transductive": self.transductive, "n_rows": len(self.frame),
-                "n_in_pool": self.n_in_pool, "labelled": self.labelled,
-                "mean_words": float(words.mean()), **self.info}
+                "n_in_pool": self.n_in_pool, "n_in_eval": self.n_in_eval, "eval_labels": self.eval_labels,
+                "labelled": self.labelled, "mean_words": float(words.mean()), **self.info}
 
 
 def target_frame(ids: np.ndarray, texts: pd.Series, labels: np.ndarray | None = None) -> pd.DataFrame:
@@ -102,11 +113,28 @@ def read_target_path(cfg: TargetConfig, text_column: str, to_int: dict[str, int]
     return target_frame(np.arange(len(df)), text, labels)
 
 
-def count_in_pool(target: pd.DataFrame, pool: pd.DataFrame) -> int:
-    """Target rows whose (whitespace-normalised) text is also a pool row's; warned about."""
-    pool_texts = {normalise(t) for t in pool["text"]}
-    n = int(sum(normalise(t) in pool_texts for t in target["text"]))
+def in_texts(target: pd.DataFrame, other: pd.DataFrame, match: str = "punctuation") -> np.ndarray:
+    """``(m,) bool``: target rows whose text is also one of ``other``'s, under the holdout key ``match``."""
+    keys = {match_key(t, match) for t in other["text"]}
+    return np.fromiter((match_key(t, match) in keys for t in target["text"]), dtype=bool, count=len(target))
+
+
+def count_in_pool(target: pd.DataFrame, pool: pd.DataFrame, match: str = "punctuation") -> int:
+    """Target rows whose text is also a pool row's (under the holdout key); warned about."""
+    n = int(in_texts(target, pool, match).sum())
     if n:
         log.warning("target: %d of %d target texts also occur in the pool: a selector that copies "
                     "the target may pick them", n, len(target))
     return n
+
+
+def granted_labels(frame: pd.DataFrame, labelled: int) -> np.ndarray:
+    """``(m,) bool``: the target rows whose labels selectors may use (``target.labelled``).
+
+    The first ``labelled`` of the rows with a known label in a permutation drawn
+    with seed 0, so every selector and every study on this target sees the same slice.
+    """
+    keep = np.zeros(len(frame), dtype=bool)
+    known = np.flatnonzero(frame["label"].to_numpy() != NO_LABEL)
+    keep[np.random.default_rng(0).permutation(known)[:labelled]] = True
+    return keep

@@ -10,6 +10,7 @@ state, no Ray.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import numbers
 from collections.abc import Mapping
@@ -30,10 +31,41 @@ __all__ = [
     "Wrapping",
     "check",
     "largest_remainder",
+    "stream_seed",
     "take_rows",
 ]
 
 Features = Mapping[str, Any]
+
+STREAMS = ("own", "shared")
+"""Random-stream modes of :meth:`Selector.select` (``grid.selector_streams``)."""
+
+SEED_STREAM = frozenset({"random"})
+"""Selectors whose generator is ``default_rng(seed)`` in either mode: the baseline
+keeps the subsets (and manifests) it always had."""
+
+
+def stream_seed(name: str, seed: int, streams: str = "shared") -> int | list[int]:
+    """The entropy of selector ``name``'s generator at ``seed``: ``default_rng(stream_seed(...))``.
+
+    ``own``: ``[seed, word]`` with ``word`` the first 8 bytes of sha256(name), a
+    stream of the selector's own, so two selectors at one seed draw unrelated
+    numbers (with one stream, gradient_match's 5 % warm-up slice *was* random's 5 %
+    subset at the same seed, and kmeans' seeds were random's first draw); ``random``
+    keeps ``seed``. ``shared``: ``seed`` for every selector (the rule before modes existed).
+    """
+    if streams not in STREAMS:
+        raise InvalidParameterError(f"streams must be one of {list(STREAMS)}; got {streams!r}")
+    if streams == "shared" or name in SEED_STREAM:
+        return int(seed)
+    return [int(seed), int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")]
+
+
+def own_stream(selector: Selector, streams: str) -> bool:
+    """Whether ``selector``'s picks under ``streams`` differ from the shared stream's: a seeded
+    selector with a stream of its own. Only then does the mode enter its manifest key."""
+    return bool(selector.seeded) and stream_seed(selector.name, 0, streams) != 0
+
 
 def take_rows(features: Mapping[str, Any], rows: np.ndarray) -> dict[str, Any]:
     """The pool rows ``rows`` of every pool column; target columns whole."""
@@ -93,6 +125,22 @@ class Selector:
     head's EL2N, forgetting, margins) that a wrapper splitting the pool must
     compute on the whole pool first: :meth:`prepare`."""
 
+    version: ClassVar[int] = 1
+    """Version of this selector's behaviour: bump it with any change that alters
+    its picks, scores or info for the same features, parameters and seed. It
+    enters the manifest key (:meth:`code_versions`; only when it is not 1, so
+    manifests written before versions existed keep their keys), so a bug fix
+    recomputes the selections of the old code instead of reusing them."""
+
+    def code_versions(self) -> dict[str, int]:
+        """``{class name: version}`` of this selector and every selector it runs
+        (``inner`` of a wrapper, members of a composite), those other than 1."""
+        out = {type(self).__qualname__: int(self.version)} if self.version != 1 else {}
+        for sub in (getattr(self, "inner", None), *getattr(self, "_members", ())):
+            if isinstance(sub, Selector):
+                out.update(sub.code_versions())
+        return dict(sorted(out.items()))
+
     def required(self) -> tuple[str, ...]:
         """Feature names this instance reads (may depend on parameters)."""
         return tuple(self.requires)
@@ -113,7 +161,7 @@ class Selector:
         """
         return {}
 
-    def select(self, features: Features, budget: int, seed: int) -> Selection:
+    def select(self, features: Features, budget: int, seed: int, *, streams: str = "shared") -> Selection:
         """Choose ``budget`` rows of ``features``.
 
         Parameters
@@ -126,6 +174,9 @@ class Selector:
         seed : int
             Seed for ``np.random.default_rng``; same inputs and seed give the
             same indices in any process.
+        streams : {"own", "shared"}
+            ``own``: the generator is keyed by the selector's name as well
+            (:func:`stream_seed`; ``random`` is not); ``shared``: ``default_rng(seed)``.
 
         Returns
         -------
@@ -135,7 +186,9 @@ class Selector:
         arrays, n = load_features(owner, features, self.required())
         check(owner, "budget", budget, is_int(budget) and 0 < budget <= n, f"an int in [1, {n}]")
         check(owner, "seed", seed, is_int(seed) and seed >= 0, "a non-negative int")
-        return self._select(arrays, n, int(budget), np.random.default_rng(int(seed)))
+        check(owner, "streams", streams, streams in STREAMS, f"one of {list(STREAMS)}")
+        rng = np.random.default_rng(stream_seed(self.name, int(seed), streams))
+        return self._select(arrays, n, int(budget), rng)
 
     def _select(
         self, features: dict[str, np.ndarray], n: int, budget: int, rng: np.random.Generator

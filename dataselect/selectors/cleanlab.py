@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from dataselect.core.errors import InsufficientRowsError
-from dataselect.selectors.base import Selection, Selector, check, is_int, load_features
+from dataselect.selectors.base import (
+    STREAMS,
+    Selection,
+    Selector,
+    check,
+    is_int,
+    load_features,
+    stream_seed,
+)
 from dataselect.selectors.crossfit import check_head_params, crossfit_proba, encode_labels
 from dataselect.selectors.registry import register
 
@@ -85,8 +93,10 @@ class ConfidentLearning(Selector):
         """``quality`` ranks one seeded set of unflagged rows; ``random`` draws from it."""
         return self.fill == "quality"
 
-    def label_issues(self, features: Mapping[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(flagged, quality)``, both (n,): the flags and scores :meth:`select` uses with this seed.
+    def label_issues(self, features: Mapping[str, Any], seed: int, *, streams: str = "shared",
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """``(flagged, quality)``, both (n,): the flags and scores :meth:`select` uses with this seed
+        (and ``streams``).
 
         ``flagged`` is cleanlab's boolean mask, ``quality`` its label-quality
         score per row (higher = more likely correct). For inspection and for
@@ -95,7 +105,8 @@ class ConfidentLearning(Selector):
         owner = type(self).__name__
         arrays, _ = load_features(owner, features, self.required())
         check(owner, "seed", seed, is_int(seed) and seed >= 0, "a non-negative int")
-        flagged, quality, _ = self._issues(arrays, np.random.default_rng(int(seed)))
+        check(owner, "streams", streams, streams in STREAMS, f"one of {list(STREAMS)}")
+        flagged, quality, _ = self._issues(arrays, np.random.default_rng(stream_seed(self.name, int(seed), streams)))
         return flagged, quality
 
     def _issues(

@@ -137,6 +137,13 @@ class GradientMatch(Selector):
     def required(self) -> tuple[str, ...]:
         return (self.column, "label", TARGET_PREFIX + self.column, TARGET_PREFIX + "label")
 
+    def warmup(self, n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        """Pool rows (ascending) that warm the head up: ``warmup_fraction`` of ``n``, at
+        least 16 per class, the first draw from ``rng``. Under ``grid.selector_streams:
+        shared`` at fraction = ``warmup_fraction`` it is ``random``'s subset at the same seed."""
+        size = min(n, max(int(round(self.warmup_fraction * n)), 16 * k))
+        return np.sort(rng.choice(n, size=size, replace=False))
+
     def scores(self, features: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
         """Summed cosine per pool row, and diagnostics (warm-up size and accuracy, target labels)."""
         from threadpoolctl import threadpool_limits
@@ -149,8 +156,8 @@ class GradientMatch(Selector):
             raise DataError("GradientMatch needs at least 2 classes in the pool (per_class leaves one: "
                             "use per_class='none')")
         n = len(x)
-        size = min(n, max(int(round(self.warmup_fraction * n)), 16 * k))
-        warm = np.sort(rng.choice(n, size=size, replace=False))
+        warm = self.warmup(n, k, rng)
+        size = len(warm)
         mu, sd = x[warm].mean(axis=0), x[warm].std(axis=0) + 1e-12
         xs, xts = (x - mu) / sd, (xt - mu) / sd
         every = self.steps // self.checkpoints

@@ -19,11 +19,16 @@ from dataselect.core.config import TrainerConfig
 from dataselect.core.errors import DataError
 from dataselect.train.board import Board
 from dataselect.train.metrics import classification_metrics, subset_summary
-from dataselect.train.trainer import hparams_record, training_result
+from dataselect.train.trainer import add_validation, hparams_record, training_result
 
 log = logging.getLogger(__name__)
 
 __all__ = ["probe"]
+
+CODE_VERSION = 1
+"""Version of the probe's behaviour: bump it with any change that alters what
+:func:`probe` returns; it enters probe trials' cache keys as
+:data:`dataselect.train.trainer.CODE_VERSION` does fine-tune trials'."""
 
 
 class _Constant:
@@ -41,6 +46,16 @@ class _Constant:
         return out
 
 
+def _proba(head: Any, x: np.ndarray, k: int) -> np.ndarray:
+    """(m, k) float32 class probabilities of a fitted head (or the constant one)."""
+    if isinstance(head, _Constant):
+        return head.proba(x, k)
+    # columns of predict_proba are head.classes_, a subset of 0..k-1
+    out = np.zeros((len(x), k), dtype=np.float32)
+    out[:, head.classes_] = head.predict_proba(x)
+    return out
+
+
 def probe(
     train_emb: np.ndarray,
     train_labels: np.ndarray,
@@ -53,6 +68,7 @@ def probe(
     logdir: str | Path | None = None,
     hparams: Mapping[str, Any] | None = None,
     label_names: Sequence[str] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Fit a logistic-regression or one-hidden-layer MLP head on frozen embeddings.
 
@@ -75,6 +91,9 @@ def probe(
         final logreg train log-loss, ``eval/*``, ``subset/class_share/*``, HParams).
     label_names : sequence of str, optional
         Class names in label order, for TensorBoard (default: the digits).
+    validation : (ndarray (v, d), ndarray (v,)), optional
+        Embeddings and labels of the validation holdout: scored too, apart from
+        the eval set (:func:`~dataselect.train.trainer.add_validation`).
 
     Returns
     -------
@@ -125,11 +144,7 @@ def probe(
         board.scalar("train/loss", v, i)
     t1 = time.perf_counter()
     pred = np.asarray(head.predict(xe), dtype=np.int64)
-    if isinstance(head, _Constant):
-        proba = head.proba(xe, k)
-    else:  # columns of predict_proba are head.classes_, a subset of 0..k-1
-        proba = np.zeros((len(xe), k), dtype=np.float32)
-        proba[:, head.classes_] = head.predict_proba(xe)
+    proba = _proba(head, xe, k)
     eval_s = time.perf_counter() - t1
     metrics = classification_metrics(ye, pred, k)
     result = training_result(
@@ -137,6 +152,12 @@ def probe(
         train_loss=losses[-1] if losses else float("nan"), steps=len(losses),
         train_seconds=train_s, eval_seconds=eval_s, degenerate=len(present) < 2, converged=converged,
     )
+    if validation is not None:
+        xv = np.asarray(validation[0], dtype=np.float32)
+        if xv.ndim != 2 or xv.shape[1] != x.shape[1] or len(xv) != len(validation[1]):
+            raise ValueError(f"validation embeddings {xv.shape} and labels ({len(validation[1])}) do not "
+                             f"match the train embeddings' width {x.shape[1]}")
+        add_validation(result, validation[1], np.asarray(head.predict(xv), dtype=np.int64), _proba(head, xv, k), k)
     board.finish(hparams_record(cfg, seed, summary["n_train"], hparams), metrics, max(len(losses) - 1, 0),
                  summary["class_counts"], label_names)
     return result

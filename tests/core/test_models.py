@@ -55,13 +55,46 @@ def test_local_folder_errors(tmp_path):
         resolve_model(str(tmp_path))
 
 
+def _folder(path, weights: bytes):
+    path.mkdir(exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "bert"}')
+    (path / "w.bin").write_bytes(weights)
+    return str(path)
+
+
 def test_fingerprint_is_content_based(tmp_path):
-    (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    (tmp_path / "w.bin").write_bytes(b"\x00" * 10)
-    a = model_fingerprint(str(tmp_path))
-    model_fingerprint.cache_clear()
-    (tmp_path / "w.bin").write_bytes(b"\x01" * 10)
-    assert model_fingerprint(str(tmp_path)) != a
+    a = model_fingerprint(_folder(tmp_path / "a", b"\x00" * 10))
+    assert model_fingerprint(_folder(tmp_path / "b", b"\x00" * 10)) == a  # same files, same key
+    assert model_fingerprint(_folder(tmp_path / "c", b"\x01" * 10)) != a
+
+
+def _rewrite_later(path, data: bytes) -> None:
+    """Write ``data`` over ``path`` in place (same inode), once the clock has moved past its
+    mtime: a model saved again, as a retrained stand-in is, not within one clock tick."""
+    before = path.stat().st_mtime_ns
+    deadline = time.monotonic() + 5
+    while time.time_ns() <= before + 10_000_000 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with path.open("r+b") as fh:
+        fh.write(data)
+
+
+def test_a_folder_edited_in_place_gets_a_new_key_in_the_same_process(tmp_path):
+    """The memo is keyed on the files' stats: an in-place edit (same name, same size,
+    same inode) is hashed again, and putting the old bytes back gives the old key."""
+    ref = _folder(tmp_path / "m", b"\x00" * 10)
+    w = tmp_path / "m" / "w.bin"
+    old = model_fingerprint(ref)
+    assert model_fingerprint(ref) == old  # memoised: same files, same key
+    ino = w.stat().st_ino
+    _rewrite_later(w, b"\x01" * 10)
+    assert w.stat().st_ino == ino and w.stat().st_size == 10
+    new = model_fingerprint(ref)
+    assert new != old
+    _rewrite_later(w, b"\x00" * 10)
+    assert model_fingerprint(ref) == old
+    (tmp_path / "m" / "tokenizer.json").write_text("{}")  # a file added
+    assert model_fingerprint(ref) not in (old, new)
 
 
 def _hub_cache(root, repo: str, commits: list[str], main: str) -> None:
@@ -88,11 +121,9 @@ def test_two_revisions_of_one_hub_id_get_two_cache_keys(tmp_path, monkeypatch):
     keys = []
     for main in (old, new, old):
         _hub_cache(tmp_path, "org/model", [old, new], main)
-        model_fingerprint.cache_clear()
         keys.append(runner._key(spec, "frame-fp", 8192))
     assert keys[0] != keys[1] and keys[0] == keys[2]
     _hub_cache(tmp_path, "org/other", [old], old)
-    model_fingerprint.cache_clear()
     assert model_fingerprint("org/other") != model_fingerprint("org/model")
 
 
@@ -102,6 +133,5 @@ def test_a_hub_id_whose_revision_is_unknown_fails_loudly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model_fingerprint.cache_clear()
     with pytest.raises(ModelError, match=r"'org/missing'.*revision .*unknown"):
         model_fingerprint("org/missing")
