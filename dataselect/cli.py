@@ -5,7 +5,9 @@
 COMMAND ...`` and ``python -m dataselect.sweep ...`` are the same app;
 the latter runs ``sweep`` when its first word is not a command, so
 ``python -m dataselect.sweep CONFIG`` is the main job. Errors a user can fix
-print one line each (``error: field: problem``) and exit with code 2.
+print one line each (``error: field: problem``) and exit with code 2; a
+stage or report that fails exits 1, a sweep whose trials partly failed 3
+(:mod:`dataselect.core.errors`).
 """
 
 from __future__ import annotations
@@ -161,8 +163,12 @@ def sweep(
     address: Annotated[str | None, typer.Option(help="Ray cluster address (else config ray.address, "
                                                      "else RAY_ADDRESS, else a local Ray).")] = None,
 ) -> None:
-    """Features → selections → Tune trials → report, the whole grid; ends with the conclusion."""
-    from dataselect.sweep.console import closing_lines
+    """Features → selections → Tune trials → report, the whole grid; ends with the conclusion.
+
+    Exit code 3 when some trials failed (the report covers the others).
+    """
+    from dataselect.core.errors import TrialsFailedError
+    from dataselect.sweep.console import closing_lines, failed_trials
     from dataselect.sweep.run import run_sweep
 
     setup_logging()
@@ -170,6 +176,12 @@ def sweep(
     out = run_sweep(cfg, resume=resume, address=address)
     for line in closing_lines(out):
         typer.echo(line)
+    if failed := failed_trials(out):
+        study = out.parent.parent
+        raise TrialsFailedError(
+            f"{len(failed)} trial(s) failed ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}; "
+            f"why: above and in {out}; tracebacks in {study / 'trials'}/<trial>/error.txt); the report "
+            "covers the others; rerun with --resume to run the failed ones again")
 
 
 @app.command()
@@ -189,16 +201,16 @@ def plan(config: ConfigArg) -> None:
 @app.command()
 @user_errors
 def report(
-    study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>).")],
+    study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>), its archive "
+                                                   "(reports/<name>) or its config YAML.")],
 ) -> None:
-    """(Re)write results.csv/parquet, report.md and figures from the Tune results."""
+    """(Re)write results.csv/parquet, report.md and figures from the Tune results, or from an archive."""
     from dataselect.core.errors import StageError, first_line, log_traceback
     from dataselect.report import write_report
     from dataselect.sweep.console import closing_lines, log_file
 
     setup_logging()
-    if not study_dir.is_dir():
-        raise UserError(f"study_dir: not a directory: {study_dir}")
+    study_dir = _study_folder(study_dir)
     with log_file(study_dir, "report") as logfile:
         try:
             path = write_report(study_dir)
@@ -210,6 +222,57 @@ def report(
                              "results are untouched") from err
     for line in closing_lines(path):
         typer.echo(line)
+
+
+def _study_folder(path: Path, *, archive_ok: bool = True) -> Path:
+    """The folder a study command reads: ``path`` itself, or for a config YAML its study
+    folder (``output_dir/name``), else (``archive_ok``) its archive."""
+    from dataselect.report.archive import is_archive
+
+    if path.is_dir():
+        return path
+    if not path.is_file():
+        raise UserError(f"study_dir: no such study folder or config: {path}")
+    cfg = _load(path)
+    if (cfg.study_dir / "study.json").is_file():
+        return cfg.study_dir
+    if archive_ok and cfg.archive_dir is not None and is_archive(cfg.archive_dir):
+        return cfg.archive_dir
+    raise UserError(f"study_dir: {path}: the study has not run here ({cfg.study_dir} has no study.json)"
+                    + (f" and {cfg.archive_dir} holds no archive" if archive_ok and cfg.archive_dir else ""))
+
+
+@app.command()
+@user_errors
+def archive(
+    study_dir: Annotated[Path, typer.Argument(help="A study folder (<output_dir>/<name>) or its config YAML.")],
+    out: Annotated[Path | None, typer.Option(help="Archive folder (default: reports/<name>).")] = None,
+    report: Annotated[bool, typer.Option(help="Also write the report from the archive, beside it.")] = True,
+) -> None:
+    """Keep a study in committed form: trials.parquet (per trial its config, result, kept ids,
+    eval predictions) and study.json; `report` and `--resume` read it where runs/ is gone."""
+    from dataselect.report.archive import FILES, INDEX_FILE, Archive, is_archive, write_archive
+    from dataselect.sweep.trial import adoption_keys
+
+    setup_logging()
+    study = _study_folder(study_dir, archive_ok=False)
+    if is_archive(study):
+        raise UserError(f"study_dir: {study} is an archive already; archive the study folder it came from")
+    if not (study / "study.json").is_file():
+        raise UserError(f"study_dir: {study} has no study.json; is it a study folder (runs/<name>)?")
+    name = json.loads((study / "study.json").read_text()).get("name") or study.name
+    dest = write_archive(study, out or Path("reports") / name, keys=adoption_keys(study))
+    Archive(dest)  # reads back whole, every file checked
+    size = sum((dest / f).stat().st_size for f in (INDEX_FILE, *FILES))
+    index = json.loads((dest / INDEX_FILE).read_text())
+    typer.echo(f"archive: {dest} ({index['trials']} trials, {index['finished']} finished, "
+               f"{index['adoptable']} adoptable by a sweep; {size / 1e6:.1f} MB)")
+    if report:
+        from dataselect.report import write_report
+        from dataselect.sweep.console import closing_lines
+
+        for line in closing_lines(write_report(dest)):
+            typer.echo(line)
 
 
 @app.command()

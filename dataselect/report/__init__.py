@@ -4,7 +4,8 @@
 back (:mod:`~dataselect.report.results`), compares every selector with
 ``random`` (:mod:`~dataselect.report.tables`, :mod:`~dataselect.report.stats`),
 describes the subsets (:mod:`~dataselect.report.subsets`) and draws the
-figures (:mod:`~dataselect.report.figures`).
+figures (:mod:`~dataselect.report.figures`). A study archive
+(:mod:`~dataselect.report.archive`) is read the same way as a study folder.
 """
 
 from dataselect.report.markdown import write_report

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -113,6 +115,19 @@ class TargetSpace:
         return domain_auc(sub, self.target_embedding, seed=seed), vs_eval
 
 
+def load_target_space(study: Path) -> TargetSpace | None:
+    """A study's :class:`TargetSpace` (``inputs/target/``), projected; None when it has none."""
+    d = study / "inputs" / "target"
+    try:
+        rows = pd.read_parquet(d / "target.parquet")
+        pool = pd.read_parquet(study / "inputs" / "pool.parquet", columns=["id"])
+        evals = np.load(d / "eval_embedding.npy") if (d / "eval_embedding.npy").is_file() else None
+        return TargetSpace(pool["id"].to_numpy(np.int64), np.load(d / "pool_embedding.npy"),
+                           np.load(d / "target_embedding.npy"), rows["n_words"].to_numpy(), evals).projected()
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def domain_auc(subset: np.ndarray, target: np.ndarray, *, seed: int = 0, folds: int = 3) -> float:
     """Cross-validated ROC AUC of a classifier telling ``subset`` rows from ``target`` rows.
 
@@ -139,9 +154,16 @@ def domain_auc(subset: np.ndarray, target: np.ndarray, *, seed: int = 0, folds: 
     return float(roc_auc_score(y, p))
 
 
+class SubsetDistance(Protocol):
+    """How far a subset is from the target and the eval set: a :class:`TargetSpace`, or the
+    AUCs a study archive stored (``report.archive.ArchivedDistances``)."""
+
+    def auc(self, ids: np.ndarray, seed: int = 0) -> tuple[float, float]: ...
+
+
 def composition_table(results: pd.DataFrame, kept: Mapping[str, pd.DataFrame], label_names: list[str],
                       *, n_pool: int | None = None, n_flipped_pool: int | None = None,
-                      target: TargetSpace | None = None) -> pd.DataFrame:
+                      target: SubsetDistance | None = None) -> pd.DataFrame:
     """One row per selector × fraction: :func:`composition` averaged over the seeds that finished.
 
     With ``target``, also ``target_auc`` and ``eval_auc``: :meth:`TargetSpace.auc`

@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dataselect.core.config import TrainerConfig, file_slug
-from dataselect.train import PREDICTIONS_KEY, EvalPredictions
+from dataselect.core.atomic import atomic_write
+from dataselect.core.atomic import atomic_write_text as _atomic_write_text
+from dataselect.core.config import TrainerConfig, file_slug, fraction_slug
+from dataselect.train import PREDICTIONS_KEY, VALIDATION_KEY, EvalPredictions
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 def trial_name_for(selector: str, fraction: float, seed: int) -> str:
     """Readable, unique trial name: ``<selector>_f<fraction>_s<seed>`` (labels that
     slug alike are refused by the config)."""
-    return f"{file_slug(selector)}_f{fraction:g}_s{seed}"
+    return f"{file_slug(selector)}_f{fraction_slug(fraction)}_s{seed}"
 
 
 def tune_trial_name(trial: Any) -> str:
@@ -49,9 +51,35 @@ def config_hash(payload: dict[str, Any]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """``text`` to ``path`` by temp file + rename, the temp file removed if the write fails."""
+    _atomic_write_text(path, text)
+
+
+def read_cached_result(path: Path) -> dict[str, Any] | None:
+    """A trial's ``result.json``, or None when there is none or it is damaged.
+
+    A damaged file (truncated, not JSON, not ``{config_hash, result}``) is a cache
+    miss, not a trial error: it is moved aside to ``result.json.damaged-<time>``
+    for inspection, one warning says so, and the trial trains again (once: the
+    new result replaces it). A file that cannot be read at all (permissions,
+    I/O) raises, since training again would not make it readable.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        cached = json.loads(data.decode("utf-8"))
+        if not (isinstance(cached, dict) and isinstance(cached.get("config_hash"), str)
+                and isinstance(cached.get("result"), dict)):
+            raise ValueError("not a {config_hash, result} object")
+        return cached
+    except ValueError as err:
+        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        os.replace(path, aside)
+        log.warning("trial %s: its cached result %s is damaged (%s); kept as %s and trained again",
+                    path.parent.name, path, str(err).splitlines()[0][:120], aside.name)
+        return None
 
 
 # --------------------------------------------------------------------------- trial
@@ -70,9 +98,10 @@ def run_trial(
 
     ``config`` is ``{"cell": {selector, name, params, fraction}, "seed": int}``.
     A failed selection raises, so Tune marks the trial ERROR and moves on.
-    ``reuse_from``: other study folders (the config's ``cache_dir``) whose
-    trial of the same name trained on the same rows is adopted instead of
-    training again (:func:`reused_training`).
+    ``reuse_from``: other study folders (the config's ``cache_dir``) or study
+    archives (its ``archive``) whose trial of the same name trained on the same
+    rows is adopted instead of training again (:func:`reused_training`,
+    :func:`reused_archived`), the first that has it.
     """
     from ray import tune
 
@@ -93,12 +122,15 @@ def run_trial(
     trial_dir = study / "trials" / name
     trial_dir.mkdir(parents=True, exist_ok=True)
     cached = trial_dir / "result.json"
-    if cached.is_file():
-        prev = json.loads(cached.read_text())
-        if prev.get("config_hash") == chash and trial_files_current(trial_dir, chash):
-            log.info("trial %s: reusing finished result (%s)", name, cached)
-            tune.report({**prev["result"], "reused": True})
-            return
+    inputs = study / "inputs"
+    validation = (pd.read_parquet(inputs / VALIDATION_INPUT) if (inputs / VALIDATION_INPUT).is_file()
+                  else None)
+    prev = read_cached_result(cached)
+    if (prev is not None and prev["config_hash"] == chash and trial_files_current(trial_dir, chash)
+            and (validation is None or is_stamped(trial_dir / VALIDATION_FILE, chash))):
+        log.info("trial %s: reusing finished result (%s)", name, cached)
+        tune.report({**prev["result"], "reused": True})
+        return
     with (trial_dir / "attempts.jsonl").open("a") as fh:
         fh.write(json.dumps({"time": time.time(), "pid": os.getpid(), "config_hash": chash}) + "\n")
     if sel["error"]:
@@ -106,7 +138,6 @@ def run_trial(
         raise RuntimeError(f"selection failed for {cell['selector']} at fraction {cell['fraction']} "
                            f"seed {seed}: {sel['error']}{where}")
 
-    inputs = study / "inputs"
     pool = pd.read_parquet(inputs / "pool.parquet")
     manifest = read_manifest(Path(sel["path"]))
     picked = manifest.ids
@@ -117,9 +148,10 @@ def run_trial(
     hp = {"selector": cell["selector"], "fraction": cell["fraction"]}
     evalf = pd.read_parquet(inputs / "eval.parquet")
     adopted = None
-    if reuse_from and tcfg.mode != "probe":
+    # A lender's trial holds no predictions on this study's validation holdout: none is adopted then.
+    if reuse_from and tcfg.mode != "probe" and validation is None:
         key = training_key(keyed, seed, num_labels, pool.iloc[pos], evalf)
-        adopted = next((r for o in reuse_from if (r := reused_training(Path(o), name, key, seed, num_labels))),
+        adopted = next((r for o in reuse_from if (r := _adopt(Path(o), name, key, seed, num_labels, pool, evalf))),
                        None)
     if adopted is not None:
         res, preds_frame, source = adopted
@@ -130,14 +162,20 @@ def run_trial(
         shutil.rmtree(logdir, ignore_errors=True)  # a relaunched trial starts a clean run
         emb = np.load(inputs / "pool_embedding.npy", mmap_mode="r")
         eval_emb = np.load(inputs / "eval_embedding.npy")
+        held = None if validation is None else (np.load(inputs / VALIDATION_EMBEDDING),
+                                                validation["label"].to_numpy())
         res = probe(np.asarray(emb[np.sort(pos)]), pool["label"].to_numpy()[np.sort(pos)], eval_emb,
                     evalf["label"].to_numpy(), tcfg, seed=seed, num_labels=num_labels, logdir=logdir,
-                    hparams=hp, label_names=label_names)
+                    hparams=hp, label_names=label_names, validation=held)
     else:
         shutil.rmtree(logdir, ignore_errors=True)
         res = finetune(pool.iloc[pos].reset_index(drop=True), evalf, tcfg, num_labels=num_labels,
-                       seed=seed, logdir=logdir, progress=False, hparams=hp, label_names=label_names)
+                       seed=seed, logdir=logdir, progress=False, hparams=hp, label_names=label_names,
+                       validation_df=validation)
     if adopted is None:
+        if validation is not None:
+            _write_stamped(trial_dir / VALIDATION_FILE, predictions_frame(validation, res.pop(VALIDATION_KEY)),
+                           chash)
         write_trial_files(trial_dir, chash, evalf, res.pop(PREDICTIONS_KEY), pool.iloc[pos])
     import ray
 
@@ -149,7 +187,9 @@ def run_trial(
            "selection_info": json.dumps(manifest.meta.get("info") or {}, sort_keys=True),
            "reads_target": "+target:" in str(manifest.meta.get("features", "")),
            # Node ids, not IPs: nodes may share an IP (containers, one-host clusters).
-           "node_id": ray.get_runtime_context().get_node_id(), **res}
+           "node_id": ray.get_runtime_context().get_node_id(),
+           # Which trainer code trained it, so a study adopting it checks the same version.
+           "trainer_code_version": trainer_code_version(tcfg.mode), **res}
     atomic_write_text(cached, json.dumps({"config_hash": chash, "result": out}, default=float))
     tune.report({**out, "reused": True} if adopted is not None else out)
 
@@ -164,17 +204,36 @@ def trial_precision(tcfg: TrainerConfig) -> str | None:
     return resolve_precision(tcfg.precision, pick_device(tcfg.device))
 
 
-def trainer_key(trainer: dict[str, Any], precision: str | None) -> dict[str, Any]:
-    """The trainer settings a result depends on: the config with ``precision`` resolved.
+def trainer_code_version(mode: str | None) -> int:
+    """``CODE_VERSION`` of the module that trains in ``mode`` (:mod:`dataselect.train.probe`
+    for ``probe``, else :mod:`dataselect.train.trainer`), read at call time."""
+    import importlib
+
+    name = "dataselect.train.probe" if mode == "probe" else "dataselect.train.trainer"
+    return int(importlib.import_module(name).CODE_VERSION)
+
+
+def trainer_key(trainer: dict[str, Any], precision: str | None,
+                code_version: int | None = None) -> dict[str, Any]:
+    """The trainer settings a result depends on: the config with ``precision`` resolved,
+    and the version of the training code.
 
     ``precision`` enters only when it is not fp32, so an fp32 trial keeps the key it
     had before the setting existed (every earlier result was fp32) and studies that
     ran then are still resumed and adopted; ``auto`` never enters, only what it
-    resolved to on the node that trained.
+    resolved to on the node that trained. ``code_version`` (default: this code's,
+    :func:`trainer_code_version`) enters the same way, only when it is not 1: a
+    trainer change that alters results bumps ``CODE_VERSION`` and every trial keyed
+    by the old code trains again, while results from version 1 keep their keys.
     """
-    out = {k: v for k, v in trainer.items() if k != "precision"}
+    # ``adamw: foreach`` is bit for bit the per-tensor AdamW every result before the
+    # setting used, so it enters no key either.
+    out = {k: v for k, v in trainer.items() if k != "precision" and not (k == "adamw" and v == "foreach")}
     if precision not in (None, "fp32"):
         out["precision"] = precision
+    version = trainer_code_version(trainer.get("mode")) if code_version is None else int(code_version)
+    if version != 1:
+        out["code_version"] = version
     return out
 
 
@@ -218,8 +277,9 @@ def reused_training(other: Path, name: str, key: str, seed: int, num_labels: int
     try:
         cached = json.loads((tdir / "result.json").read_text())
         prev, prev_hash = cached["result"], cached["config_hash"]
+        # The lender's own code version (absent: 1, from before versions were recorded).
         trainer = trainer_key(json.loads((other / "study.json").read_text())["config"]["trainer"],
-                              prev.get("compute_dtype", "fp32"))
+                              prev.get("compute_dtype", "fp32"), int(prev.get("trainer_code_version", 1)))
         if (tdir / "result.json").stat().st_mtime < (other / "inputs" / "inputs.json").stat().st_mtime:
             return None
         if prev.get("trial_error") or not trial_files_current(tdir, prev_hash):
@@ -228,12 +288,95 @@ def reused_training(other: Path, name: str, key: str, seed: int, num_labels: int
         evalf = pd.read_parquet(other / "inputs" / "eval.parquet", columns=["id", "text", "label"])
         kept = pd.read_parquet(tdir / KEPT_FILE, columns=["id"])["id"].to_numpy(np.int64)
         preds = pd.read_parquet(tdir / PREDICTIONS_FILE)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     pos = pd.Index(pool["id"]).get_indexer(kept)
     if (pos < 0).any() or training_key(trainer, seed, num_labels, pool.iloc[pos], evalf) != key:
         return None
     return {k: v for k, v in prev.items() if k not in SELECTION_KEYS}, preds, tdir
+
+
+def _adopt(source: Path, name: str, key: str, seed: int, num_labels: int, pool: pd.DataFrame,
+           evalf: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, Path | str] | None:
+    from dataselect.report.archive import is_archive
+
+    if is_archive(source):
+        return reused_archived(source, name, key, seed, num_labels, pool, evalf)
+    return reused_training(source, name, key, seed, num_labels)
+
+
+def reused_archived(archive: Path, name: str, key: str, seed: int, num_labels: int, pool: pd.DataFrame,
+                    evalf: pd.DataFrame) -> tuple[dict[str, Any], pd.DataFrame, str] | None:
+    """The archived trial ``name`` of study archive ``archive`` if it trained what ``key`` names.
+
+    The archive holds no texts: the key is recomputed from its kept ids in
+    pick order, its trainer (``study.json``, the precision and trainer code version the trial ran in),
+    and this study's ``pool`` and ``evalf`` texts, and must equal both the key
+    the archive stored (written only for trials that :func:`reused_training`
+    accepted in their own study: finished, current per-row files) and ``key``;
+    the archived predictions must be of this eval set's rows. A damaged archive
+    adopts nothing. Returns as :func:`reused_training` does, the source named
+    ``<archive>/trials.parquet#<trial>``.
+    """
+    from dataselect.core.errors import UserError
+    from dataselect.report.archive import TRIALS_FILE, open_archive
+
+    try:
+        arch = open_archive(archive)
+        got = arch.trial(name)
+        trainer = arch.meta["config"]["trainer"]
+    except (UserError, OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("trial %s: archive %s not read (%s); training instead", name, archive, err)
+        return None
+    if (got is None or got.result is None or got.result.get("trial_error") or not got.training_key
+            or got.kept is None or got.predictions is None or got.seed != seed):
+        return None
+    preds = got.predictions
+    if not (np.array_equal(preds["id"].to_numpy(), evalf["id"].to_numpy(np.int64))
+            and np.array_equal(preds["label"].to_numpy(), evalf["label"].to_numpy(np.int64))):
+        return None
+    pos = pd.Index(pool["id"]).get_indexer(got.kept)
+    if (pos < 0).any():
+        return None
+    again = training_key(trainer_key(trainer, got.result.get("compute_dtype", "fp32"),
+                                     int(got.result.get("trainer_code_version", 1))), seed, num_labels,
+                         pool.iloc[pos], evalf)
+    if again != got.training_key or again != key:
+        return None
+    return ({k: v for k, v in got.result.items() if k not in SELECTION_KEYS}, preds,
+            f"{archive / TRIALS_FILE}#{name}")
+
+
+def adoption_keys(study: Path) -> dict[str, str]:
+    """Trial -> training key of every trial of study folder ``study`` that :func:`reused_training`
+    would adopt from it (finished, fine-tuned, per-row files current): what a study archive
+    stores so that :func:`reused_archived` can check it without the texts."""
+    import re
+
+    meta = json.loads((study / "study.json").read_text())
+    trainer, num_labels = meta["config"]["trainer"], len(meta["dataset"]["label_names"])
+    if trainer.get("mode") == "probe" or not (study / "trials").is_dir():
+        return {}
+    pool = pd.read_parquet(study / "inputs" / "pool.parquet", columns=["id", "text", "label"])
+    evalf = pd.read_parquet(study / "inputs" / "eval.parquet", columns=["id", "text", "label"])
+    out = {}
+    for tdir in sorted(p for p in (study / "trials").iterdir() if p.is_dir()):
+        m = re.search(r"_s(-?\d+)$", tdir.name)  # trial_name_for
+        try:
+            res = json.loads((tdir / "result.json").read_text())["result"]
+            kept = pd.read_parquet(tdir / KEPT_FILE, columns=["id"])["id"].to_numpy(np.int64)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        pos = pd.Index(pool["id"]).get_indexer(kept)
+        if m is None or (pos < 0).any():
+            continue
+        seed = int(m.group(1))
+        key = training_key(trainer_key(trainer, res.get("compute_dtype", "fp32"),
+                                       int(res.get("trainer_code_version", 1))), seed, num_labels,
+                           pool.iloc[pos], evalf)
+        if reused_training(study, tdir.name, key, seed, num_labels) is not None:
+            out[tdir.name] = key
+    return out
 
 
 class TrialError(RuntimeError):
@@ -276,6 +419,24 @@ def run_trial_reported(config: dict[str, Any], **kwargs: Any) -> None:
 
 PREDICTIONS_FILE = "predictions.parquet"
 KEPT_FILE = "kept.parquet"
+VALIDATION_FILE = "validation_predictions.parquet"
+"""Per-row predictions on the validation holdout (``dataset.validation_holdout``), the
+columns of ``predictions.parquet``: what a study chooses among its arms by, apart from
+the eval set (:mod:`dataselect.report.validation`)."""
+VALIDATION_INPUT = "validation.parquet"
+"""``inputs/validation.parquet``: the validation rows (``id``, ``text``, ``label``), when the study has them."""
+VALIDATION_EMBEDDING = "validation_embedding.npy"
+"""``inputs/validation_embedding.npy``: their embeddings, for probe trials."""
+
+
+def predictions_frame(rows: pd.DataFrame, preds: EvalPredictions) -> pd.DataFrame:
+    """``id``, ``label``, ``pred``, ``prob_<k>`` per row of ``rows`` (eval or validation)."""
+    table = {"id": rows["id"].to_numpy(np.int64), "label": rows["label"].to_numpy(np.int64),
+             "pred": np.asarray(preds.pred, np.int64)}
+    if preds.proba is not None and preds.proba.size:
+        for k in range(preds.proba.shape[1]):
+            table[f"prob_{k}"] = np.asarray(preds.proba[:, k], np.float32)
+    return pd.DataFrame(table)
 
 
 def write_trial_files(trial_dir: Path, chash: str, evalf: pd.DataFrame,
@@ -288,15 +449,7 @@ def write_trial_files(trial_dir: Path, chash: str, evalf: pd.DataFrame,
     ``original_label`` under label noise, ``n_words``, ``perplexity``...).
     ``preds`` may be another trial's ``predictions.parquet`` (a reused result).
     """
-    if isinstance(preds, pd.DataFrame):
-        frame = preds
-    else:
-        table = {"id": evalf["id"].to_numpy(np.int64), "label": evalf["label"].to_numpy(np.int64),
-                 "pred": np.asarray(preds.pred, np.int64)}
-        if preds.proba is not None and preds.proba.size:
-            for k in range(preds.proba.shape[1]):
-                table[f"prob_{k}"] = np.asarray(preds.proba[:, k], np.float32)
-        frame = pd.DataFrame(table)
+    frame = preds if isinstance(preds, pd.DataFrame) else predictions_frame(evalf, preds)
     _write_stamped(trial_dir / PREDICTIONS_FILE, frame, chash)
     cols = [c for c in kept.columns if c != "text"]
     _write_stamped(trial_dir / KEPT_FILE, kept[cols].reset_index(drop=True), chash)
@@ -308,23 +461,23 @@ def _write_stamped(path: Path, df: pd.DataFrame, chash: str) -> None:
 
     tbl = pa.Table.from_pandas(df, preserve_index=False)
     tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), b"dataselect_config_hash": chash.encode()})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(tbl, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: pq.write_table(tbl, tmp))
 
 
 def trial_files_current(trial_dir: Path, chash: str) -> bool:
     """Both per-row files exist and carry ``chash`` (else the trial runs again)."""
+    return all(is_stamped(trial_dir / name, chash) for name in (PREDICTIONS_FILE, KEPT_FILE))
+
+
+def is_stamped(path: Path, chash: str) -> bool:
+    """``path`` is a parquet file stamped with the config hash ``chash``."""
     import pyarrow.parquet as pq
 
-    for name in (PREDICTIONS_FILE, KEPT_FILE):
-        try:
-            meta = pq.read_schema(trial_dir / name).metadata or {}
-        except (OSError, ValueError):
-            return False
-        if meta.get(b"dataselect_config_hash", b"").decode() != chash:
-            return False
-    return True
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (OSError, ValueError):
+        return False
+    return meta.get(b"dataselect_config_hash", b"").decode() == chash
 
 
 # --------------------------------------------------------------------------- stages

@@ -11,6 +11,7 @@ from dataselect.report.figures import (
     cost_figure,
     efficiency_figure,
     forest_figure,
+    highlighted,
     overlap_figure,
     robust_limits,
 )
@@ -122,3 +123,73 @@ def test_efficiency_draws_random_band_and_whole_pool_line():
     assert ax.get_xscale() == "log"
     lo, hi = ax.get_ylim()
     assert lo > 0.5 and hi >= 0.9  # the collapsed selector (0.5) does not stretch the axis
+
+
+def _arms27() -> pd.DataFrame:
+    """27 arms at 1 % and 5 %: three collapsed at 1 % (-18 to -20 points, Holm-significant), one
+    Holm winner at 5 % (+3), the rest within ±1 point and not significant."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for frac in FRACS:
+        for i in range(26):
+            d = float(rng.uniform(-0.01, 0.01))
+            if frac == 0.01 and i < 3:
+                d = -0.18 - 0.01 * i
+            if frac == 0.05 and i == 5:
+                d = 0.03
+            rows.append({"metric": "accuracy", "selector": f"arm_{i:02d}", "fraction": frac, "delta": d,
+                         "ci_low": d - 0.012, "ci_high": d + 0.012, "significant": abs(d) > 0.02})
+        rows.append({"metric": "accuracy", "selector": "random", "fraction": frac, "delta": np.nan,
+                     "ci_low": np.nan, "ci_high": np.nan, "significant": False})
+    return pd.DataFrame(rows)
+
+
+def test_highlighted_is_every_significant_arm_and_the_best_three_per_fraction():
+    s = _arms27()
+    got = highlighted(s, "accuracy")
+    acc = s[s["selector"] != "random"]
+    want = set(acc.loc[acc["significant"], "selector"])
+    for _, g in acc.groupby("fraction"):
+        want |= set(g.nlargest(3, "delta")["selector"])  # brute force
+    assert set(got) == want and "random" not in got
+    assert got[0] == "arm_05"  # by largest Δ: the +3-point winner leads
+    assert 4 <= len(got) <= 3 + 3 * len(FRACS)
+
+
+def test_at_27_arms_only_the_highlighted_are_named_and_no_label_covers_another():
+    s = _arms27()
+    named = highlighted(s, "accuracy")
+    trials = _trials(s)
+    for fig in (efficiency_figure(trials, "accuracy", s), cost_figure(trials, s, "accuracy")):
+        ax = fig.axes[0]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        arms = [lb for lb in legend if lb.startswith("arm_")]
+        assert [lb.split(" ")[0] for lb in arms] == named  # one entry each, in order; none for the grey ones
+        assert f"the other {26 - len(named)} selectors" in legend
+        assert "arm_05 (Holm p < 0.05 at 5 %)" in legend
+        styles = {(str(h.get_color()), h.get_marker()) for h, t in zip(ax.get_legend().legend_handles, legend,
+                                                                      strict=True) if t.startswith("arm_")}
+        assert len(styles) == len(named)  # no two named arms look alike
+        boxes = _text_boxes(fig, ax.texts)
+        assert not _overlaps(boxes)
+    # the three collapsed arms share one point of the efficiency figure's floor: each written, none covered
+    fig = efficiency_figure(trials, "accuracy", s)
+    assert fig.axes[0].get_ylim()[0] > 0.7
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["arm_00 0.622", "arm_01 0.612", "arm_02 0.602"]
+
+
+def test_cost_figure_writes_every_clipped_arm_without_overlap_at_one_cost():
+    s = _arms27()
+    cost = pd.DataFrame([{"selector": r.selector, "fraction": r.fraction, "cost_seconds": 5.0}
+                         for r in s.itertuples() if r.selector != "random"])
+    fig = cost_figure(_trials(s), s, "accuracy", cost)
+    texts = [t for t in fig.axes[0].texts if t.get_text()]
+    assert sorted(t.get_text() for t in texts) == ["arm_00 -18.0", "arm_01 -19.0", "arm_02 -20.0", "arm_05 +3.0"]
+    assert not _overlaps(_text_boxes(fig, texts))
+
+
+def test_forest_legend_gives_each_panels_own_mde():
+    fig = forest_figure(_arms27(), "accuracy", {0.01: 0.036, 0.05: 0.014})
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "|Δ| < MDE (3.6 at 1 %, 1.4 at 5 %)" in legend
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["1 % of the pool; MDE 3.6", "5 % of the pool; MDE 1.4"]

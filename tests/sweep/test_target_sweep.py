@@ -98,9 +98,10 @@ def test_a_transductive_target_is_marked_in_console_and_report(sst2_dir, tmp_pat
     cfg = make_cfg(raw)
     with caplog.at_level(logging.WARNING, logger="dataselect.sweep.select_stage"):
         report = run_sweep(cfg)
-    assert ("select stage: gradient_match read the eval split's texts (target: split validation): their "
-            "selections are transductive") in caplog.text
+    assert ("select stage: gradient_match read eval texts (the target shares texts with the eval set): "
+            "their selections are transductive") in caplog.text
     text = report.read_text()
-    assert "the eval split's own texts (split:validation): **transductive**" in text
+    assert "split validation, and " in text and " of its rows are eval texts: **transductive**" in text
+    assert "**20 eval labels**" in text and "transductive, with eval labels" in text
     assert "| gradient_match † | 0.1 |" in text and "| random | 0.1 |" in text
     assert "given (20 labelled target rows)" in text
