@@ -9,6 +9,8 @@ and log to TensorBoard (:mod:`~dataselect.train.board`).
 from dataselect.train.probe import probe
 from dataselect.train.trainer import (
     PREDICTIONS_KEY,
+    VALIDATION_KEY,
+    VALIDATION_PREFIX,
     EvalPredictions,
     finetune,
     predict,
@@ -16,5 +18,5 @@ from dataselect.train.trainer import (
     train_batches,
 )
 
-__all__ = ["PREDICTIONS_KEY", "EvalPredictions", "finetune", "predict", "probe", "seed_everything",
+__all__ = ["PREDICTIONS_KEY", "VALIDATION_KEY", "VALIDATION_PREFIX", "EvalPredictions", "finetune", "predict", "probe", "seed_everything",
            "train_batches"]

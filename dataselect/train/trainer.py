@@ -36,10 +36,16 @@ import pandas as pd
 from dataselect.core.config import TrainerConfig
 from dataselect.core.errors import DataError
 from dataselect.train.board import Board
-from dataselect.train.metrics import classification_metrics, subset_summary
+from dataselect.train.metrics import METRICS, classification_metrics, subset_summary
 from dataselect.train.precision import fast_bf16, resolve_precision
 
 log = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+"""Version of the fine-tune's behaviour: bump it with any change that alters what
+:func:`finetune` returns for the same subset, config and seed. It enters every
+fine-tune trial's cache key (only when it is not 1, so results of version 1 keep
+their keys): results of older code then train again instead of being reused."""
 
 _BUCKET_BATCHES = 50
 """Batches per bucket: rows are sorted by length inside windows of this many
@@ -116,6 +122,12 @@ def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
 
 PREDICTIONS_KEY = "eval_predictions"
 """Result key of the trainers' per-row eval predictions (an :class:`EvalPredictions`)."""
+
+VALIDATION_KEY = "validation_predictions"
+"""Result key of the per-row predictions on the validation holdout (given one)."""
+
+VALIDATION_PREFIX = "validation_"
+"""Prefix of the metrics scored on the validation holdout (``validation_accuracy`` ...)."""
 
 
 @dataclass(frozen=True)
@@ -198,6 +210,7 @@ def finetune(
     bucket: bool = True,
     save_dir: str | Path | None = None,
     label_names: Sequence[str] | None = None,
+    validation_df: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on ``train_df`` rows and score it on ``eval_df``.
 
@@ -225,6 +238,9 @@ def finetune(
         (``save_pretrained``), loadable by ``dataselect.core.models.load_classifier``.
     label_names : sequence of str, optional
         Class names in label order, for TensorBoard (default: the digits).
+    validation_df : DataFrame, optional
+        The validation holdout (``text``, ``label``): scored too, after the eval
+        set and apart from it (:func:`add_validation`); training does not see it.
 
     Returns
     -------
@@ -271,7 +287,8 @@ def finetune(
         {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
          "weight_decay": 0.0},
     ]
-    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    opt = torch.optim.AdamW(groups, lr=cfg.learning_rate,
+                            **({"fused": True} if cfg.adamw == "fused" else {"foreach": True}))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup, total))
     board = Board(logdir)
     rng = np.random.default_rng(seed)
@@ -326,6 +343,11 @@ def finetune(
         train_examples_per_second=seen / train_s if train_s > 0 else float("nan"),
         device=device, bf16=bf16, compute_dtype=precision,
     )
+    if validation_df is not None:
+        _check_frame(validation_df, "validation_df", num_labels)
+        vpred, vproba = predict(model, tokenizer, validation_df["text"].tolist(), batch_size=cfg.eval_batch_size,
+                                max_length=cfg.max_length, device=device, bf16=bf16, with_proba=True)
+        add_validation(result, validation_df["label"].to_numpy(np.int64), vpred, vproba, num_labels)
     board.finish(hparams_record(cfg, seed, summary["n_train"], hparams), metrics, step,
                  summary["class_counts"], label_names)
     if save_dir is not None:
@@ -345,6 +367,16 @@ def training_result(mode: str, model: str, seed: int, metrics: dict[str, Any], s
     return {"mode": mode, "model": model, "seed": seed, **metrics, **summary, "n_eval": len(pred),
             "pred_counts": np.bincount(pred, minlength=num_labels).tolist(), **extra,
             PREDICTIONS_KEY: EvalPredictions(pred, proba)}
+
+
+def add_validation(result: dict[str, Any], labels: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
+                   num_labels: int) -> None:
+    """Put the validation holdout's metrics (``validation_<metric>``), row count and per-row
+    predictions (:data:`VALIDATION_KEY`) into a trainer's ``result``; the eval metrics stay
+    the eval set's alone, so a study can choose among arms without looking at them."""
+    metrics = classification_metrics(np.asarray(labels, np.int64), np.asarray(pred, np.int64), num_labels)
+    result.update({VALIDATION_PREFIX + k: metrics[k] for k in METRICS}, n_validation=len(pred))
+    result[VALIDATION_KEY] = EvalPredictions(np.asarray(pred, np.int64), proba)
 
 
 def hparams_record(cfg: TrainerConfig, seed: int, n_train: int, extra: Mapping[str, Any] | None) -> dict[str, Any]:
