@@ -153,11 +153,37 @@ def _target_lines(target: dict[str, Any] | None, holdout: dict[str, Any] | None,
             for sel in aware:
                 info = _selection_info(ok, sel)
                 said = [f"{k} {v}" for k, v in info.items()
-                        if k in ("target_labels", "warmup_rows", "target_auc", "effective_sample_size")]
+                        if k in ("target_labels", "warmup_rows", "target_auc", "effective_sample_size",
+                                 "target_unseen_share")]
                 secs = ok.loc[ok["selector"] == sel, "selection_seconds"].mean()
                 if said or np.isfinite(secs):
                     lines.append(f"  - `{sel}`: {'; '.join(said + [f'selection {secs:.1f} s per run (mean)'])}.")
+                lines += [f"    - **Warning**: {w}" for w in support_warnings(ok, sel)]
     return lines
+
+
+def support_warnings(ok: pd.DataFrame, selector: str) -> list[str]:
+    """One line per kind of warning in ``selector``'s selection infos (target_support): in how
+    many of its trials' selections, at which fractions, and the first one's words."""
+    from dataselect.selectors.target_support import collect_warnings
+
+    if "selection_info" not in ok:
+        return []
+    rows = ok.loc[(ok["selector"] == selector) & ok["selection_info"].notna(), ["fraction", "selection_info"]]
+    kinds: dict[str, tuple[str, list[float]]] = {}
+    for frac, raw in zip(rows["fraction"], rows["selection_info"], strict=True):
+        try:
+            info = json.loads(raw)
+        except (TypeError, ValueError):
+            continue
+        for text in collect_warnings(info):
+            first, fracs = kinds.setdefault(text.split(":", 1)[0], (text, []))
+            fracs.append(float(frac))
+    out = []
+    for first, fracs in kinds.values():
+        where = ", ".join(f"{f * 100:g} %" for f in sorted(set(fracs)))
+        out.append(f"{len(fracs)} of {len(rows)} selections ({where}); first: {first}")
+    return out
 
 
 def _selection_info(ok: pd.DataFrame, selector: str) -> dict[str, Any]:

@@ -351,6 +351,7 @@ def run_select_stage(
                else ray.put({k: np.asarray(v) for k, v in target.items()}))
     remote = ray.remote(num_cpus=1)(_select_task)
     order = {cell: i for i, cell in enumerate(_grid_cells(cfg))}
+    warned: set[tuple[str, str]] = set()
     while jobs:
         # Partitioned selections of a saved table run through the partition
         # stage (in the driver, while the other tasks run); the rest are one task each.
@@ -362,7 +363,7 @@ def run_select_stage(
                 if split else {})
         retry: list[_Job] = []
         for job in split:
-            _take(results, job, done[id(job)], ids, retry)
+            _take(results, job, done[id(job)], ids, retry, warned)
         pending = list(refs)
         while pending:
             # Each selection is written as its task returns: a worker that dies
@@ -375,7 +376,7 @@ def run_select_stage(
                 got = _failure(err)
                 got["error"] = (f"the Ray worker running this selection died (after Ray's retries): "
                                 f"{first_line(err)[:300]}")
-            _take(results, job, got, ids, retry)
+            _take(results, job, got, ids, retry, warned)
         jobs = retry
     failed = [c for c, r in results.items() if r.error]
     if failed:
@@ -389,7 +390,7 @@ def _grid_cells(cfg: StudyConfig) -> list[CellKey]:
 
 
 def _take(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any], ids: np.ndarray,
-          retry: list[_Job]) -> None:
+          retry: list[_Job], warned: set[tuple[str, str]] | None = None) -> None:
     """Write (or record the failure of) one finished job."""
     if "error" in got and len(job.outputs) > 1:
         # The error may be the largest budget's alone (a band with too
@@ -398,7 +399,7 @@ def _take(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any
         del job.outputs[job.budget]
         retry.append(job)
         return
-    _write_job(results, job, got, ids)
+    _write_job(results, job, got, ids, warned)
 
 
 def _fingerprint(table: Mapping[str, Any] | TableRef) -> str:
@@ -473,9 +474,15 @@ def _run_partitioned_jobs(
 
 
 def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str, Any],
-               ids: np.ndarray) -> None:
-    """Write the job's manifests: its own budget as run, smaller ones cut from it."""
+               ids: np.ndarray, warned: set[tuple[str, str]] | None = None) -> None:
+    """Write the job's manifests: its own budget as run, smaller ones cut from it.
+
+    A selection whose ``info`` warns (a target-aware selection driven by length or one
+    class, a domain classifier at chance: :mod:`dataselect.selectors.target_support`)
+    gets one console warning per selector and kind of warning (``warned`` remembers).
+    """
     from dataselect.core.manifest import write_manifest
+    from dataselect.selectors.target_support import collect_warnings
 
     if "error" in got:
         for budget in job.outputs:
@@ -500,6 +507,13 @@ def _write_job(results: dict[CellKey, SelectionResult], job: _Job, got: dict[str
                        features=job.features_key, ids=ids, fraction=cells[0][1], code=job.code,
                        streams=job.streams)
         _record(results, job, budget, path, None, seconds, sliced_from)
+        for text in collect_warnings(sel.info):
+            kind = (job.spec.key, text.split(":", 1)[0])
+            if warned is None or kind not in warned:
+                log.warning("selector %s (budget %d, seed %d): %s (the report lists every such selection)",
+                            job.spec.key, budget, job.seed, text)
+                if warned is not None:
+                    warned.add(kind)
 
 
 def _record(results: dict[CellKey, SelectionResult], job: _Job, budget: int, path: Path | None,
