@@ -140,12 +140,16 @@ def mutated_configs(draw):
 
 
 def _outcome(raw: Any) -> None:
+    """Refused in clean ``error:`` lines, or accepted: then it round-trips through its own JSON
+    form to an equal config and its study passes preflight."""
     try:
         cfg = parse_study(raw)
         preflight(cfg)
     except UserError as err:
         lines = str(err).split("\n")
         assert lines and all(ln.strip() and "\r" not in ln for ln in lines), repr(str(err))
+        return
+    assert parse_study(cfg.model_dump(mode="json")) == cfg
 
 
 def _config_case(workdir: Path, muts) -> None:

@@ -15,7 +15,6 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
-from dataselect.core.errors import ReportError
 from dataselect.report import count_column, write_report
 from dataselect.report.subsets import share_column
 from dataselect.sweep.run import run_sweep
@@ -151,11 +150,6 @@ def test_a_failed_selection_keeps_its_traceback(sst2_dir, tmp_path, ray_tmp, ray
     assert "The selection's own traceback" in err and "in _select_task" in err
     log = next((cfg.study_dir / "logs").glob("sweep-*.log")).read_text()
     assert "selector ppl (budget 60, seed 0) failed" in log and "Traceback" in log
-
-
-def test_report_error_is_a_stage_error():
-    # exit code 1: not bad input, but not success either
-    assert ReportError("x").exit_code == 1
 
 
 def test_resume_of_an_experiment_tune_cannot_unpickle_reuses_the_trials(sst2_dir, tmp_path, ray_tmp, ray_local,
