@@ -56,19 +56,19 @@ def bench_dsir(pool_texts, target_texts, budget: int, seed: int) -> list[dict]:
 
     from dataselect.features.ngrams import hashed_ngrams, ragged
     from dataselect.selectors import get_selector
-    from dataselect.selectors.dsir import bag_log_ratio, row_sums
+    from dataselect.selectors.dsir import PAPER, bag_log_ratio, row_sums
 
     def ours():
         pool = ragged(hashed_ngrams(pool_texts))
         target = ragged(hashed_ngrams(target_texts))
         feats = {"ngram_buckets": pool, "target:ngram_buckets": target}
-        sel = get_selector("dsir").select(feats, budget, seed)
+        sel = get_selector("dsir", **PAPER).select(feats, budget, seed)  # the authors' recipe
         return feats, sel
 
     (feats, sel), t_ours = _timed(ours)
     logw, _ = row_sums(feats["ngram_buckets"], bag_log_ratio(feats["ngram_buckets"],
                                                              feats["target:ngram_buckets"]))
-    top_ours = get_selector("dsir", top_k=True).select(feats, budget, seed).indices
+    top_ours = get_selector("dsir", **{**PAPER, "top_k": True}).select(feats, budget, seed).indices
     with tempfile.TemporaryDirectory(prefix="dsir-") as d:
         d = Path(d)
         for name, texts in (("pool", pool_texts), ("target", target_texts)):

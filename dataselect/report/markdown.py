@@ -169,9 +169,10 @@ def support_warnings(ok: pd.DataFrame, selector: str) -> list[str]:
 
     if "selection_info" not in ok:
         return []
-    rows = ok.loc[(ok["selector"] == selector) & ok["selection_info"].notna(), ["fraction", "selection_info"]]
+    rows = ok.loc[(ok["selector"] == selector) & ok["selection_info"].notna()]
+    fractions = rows["fraction"] if "fraction" in rows else pd.Series(np.nan, index=rows.index)
     kinds: dict[str, tuple[str, list[float]]] = {}
-    for frac, raw in zip(rows["fraction"], rows["selection_info"], strict=True):
+    for frac, raw in zip(fractions, rows["selection_info"], strict=True):
         try:
             info = json.loads(raw)
         except (TypeError, ValueError):
@@ -181,8 +182,8 @@ def support_warnings(ok: pd.DataFrame, selector: str) -> list[str]:
             fracs.append(float(frac))
     out = []
     for first, fracs in kinds.values():
-        where = ", ".join(f"{f * 100:g} %" for f in sorted(set(fracs)))
-        out.append(f"{len(fracs)} of {len(rows)} selections ({where}); first: {first}")
+        where = ", ".join(f"{f * 100:g} %" for f in sorted({f for f in fracs if np.isfinite(f)}))
+        out.append(f"{len(fracs)} of {len(rows)} selections{f' ({where})' if where else ''}; first: {first}")
     return out
 
 

@@ -8,7 +8,7 @@ import pytest
 from two_domain import two_domain
 
 from dataselect.selectors.density_ratio import _moore_lewis
-from dataselect.selectors.dsir import bag_log_ratio, bucket_probs
+from dataselect.selectors.dsir import PAPER, bag_log_ratio, bucket_probs
 from dataselect.selectors.registry import get_selector
 from dataselect.selectors.target_support import (
     CLASS_EXCESS,
@@ -38,7 +38,7 @@ def test_paper_dsir_keeps_short_rows_not_the_target_at_small_targets_and_says_so
     """The failure issue 34 measured, shown rather than hidden: the target's domain has the long
     rows; with 100-300 target rows the authors' DSIR keeps almost none of it (half the pool is
     it), and its info says the selection was driven by length."""
-    share, warnings = _kept_share("dsir", {}, n_target)
+    share, warnings = _kept_share("dsir", PAPER, n_target)
     assert share <= 0.10, share
     assert any(w.startswith("driven by length") for w in warnings), warnings
 
@@ -46,7 +46,19 @@ def test_paper_dsir_keeps_short_rows_not_the_target_at_small_targets_and_says_so
 def test_paper_dsir_finds_the_target_when_the_target_is_large():
     """The same pool with a 10,000-row target: the bag model is dense enough and DSIR keeps the
     target's domain (so the failure above is the target's size, not the pool)."""
-    share, warnings = _kept_share("dsir", {}, 10_000)
+    share, warnings = _kept_share("dsir", PAPER, 10_000)
+    assert share >= 0.90 and not warnings, (share, warnings)
+
+
+@pytest.mark.parametrize("target_long", [True, False])
+@pytest.mark.parametrize("n_target", [100, 300, 1000, 10_000])
+@pytest.mark.parametrize(("name", "params"), [("dsir", {}), ("density_ratio", {"method": "moore_lewis"})])
+def test_the_default_ngram_selectors_keep_the_target_domain_at_every_target_size(name, params, n_target,
+                                                                                 target_long):
+    """Issue 34's bar for the defaults (dsir backed off to the pool, top-k; Moore-Lewis shrunk
+    toward the pool mean): >= 90 % target-domain rows at 100-10,000 target rows, whichever
+    domain has the longer rows, and no warning."""
+    share, warnings = _kept_share(name, params, n_target, target_long)
     assert share >= 0.90 and not warnings, (share, warnings)
 
 

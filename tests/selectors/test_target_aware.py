@@ -15,7 +15,7 @@ import pytest
 from dataselect.core.errors import UserError
 from dataselect.features.ngrams import hash_bucket, hashed_ngrams
 from dataselect.selectors import get_selector
-from dataselect.selectors.dsir import bag_log_ratio, row_sums
+from dataselect.selectors.dsir import PAPER, bag_log_ratio, row_sums
 from dataselect.selectors.gradient_match import projected_grads, softmax_head_steps
 from dataselect.selectors.metric_match import joint_bins
 from dataselect.selectors.resample import gumbel_top_k, top_k
@@ -76,7 +76,8 @@ def test_dsir_log_weights_equal_the_hand_computed_ones():
     sums, lengths = row_sums(pool, lr)
     np.testing.assert_allclose(sums, [lr[0] + lr[1], 2 * lr[1] + lr[2], lr[3], 0.0])
     assert lengths.tolist() == [2, 3, 1, 0]
-    sel = get_selector("dsir", top_k=True).select({"ngram_buckets": pool, "target:ngram_buckets": target}, 2, 0)
+    sel = get_selector("dsir", backoff=0.0, top_k=True).select({"ngram_buckets": pool, "target:ngram_buckets": target},
+                                                               2, 0)
     assert sel.indices.tolist() == list(np.argsort(-sums)[:2])
 
 
@@ -85,7 +86,7 @@ def test_dsir_resamples_toward_the_target_vocabulary():
     rng = np.random.default_rng(0)
     pool = _ragged([rng.integers(0, 50, 6) if i % 10 == 0 else rng.integers(50, 100, 6) for i in range(500)])
     target = _ragged([rng.integers(0, 50, 6) for _ in range(100)])
-    sel = get_selector("dsir").select({"ngram_buckets": pool, "target:ngram_buckets": target}, 40, 1)
+    sel = get_selector("dsir", **PAPER).select({"ngram_buckets": pool, "target:ngram_buckets": target}, 40, 1)
     assert np.mean(sel.indices % 10 == 0) > 0.9  # 10 % of the pool
 
 
@@ -131,7 +132,7 @@ def test_every_row_is_scored_by_a_model_that_did_not_see_it():
 def test_moore_lewis_scores_equal_the_hand_computed_ones():
     pool = _ragged([[0, 0], [1], [2, 1], [0, 2]])
     target = _ragged([[1, 1], [2]])
-    logw, info = get_selector("density_ratio", method="moore_lewis").log_ratios(
+    logw, info = get_selector("density_ratio", method="moore_lewis", shrinkage=0.0).log_ratios(
         {"ngram_buckets": pool, "target:ngram_buckets": target}, seed=0)
     order = np.random.default_rng(0).permutation(4)
     sizes = np.array([len(pool[i]) for i in order])

@@ -13,6 +13,7 @@ import pandas as pd
 
 from dataselect.core.config import SelectorSpec
 from dataselect.report.markdown import support_warnings
+from dataselect.selectors.dsir import PAPER
 from dataselect.selectors.registry import get_selector
 from dataselect.sweep.select_stage import _Job, _write_job
 
@@ -22,7 +23,7 @@ from two_domain import two_domain  # noqa: E402
 
 def test_a_selection_driven_by_length_warns_once_per_selector_on_the_console(tmp_path, caplog):
     feats, _ = two_domain(n_target=100)  # the paper DSIR keeps short rows here
-    selector = get_selector("dsir")
+    selector = get_selector("dsir", **PAPER)
     results: dict = {}
     warned: set = set()
     n = len(feats["label"])
@@ -30,7 +31,7 @@ def test_a_selection_driven_by_length_warns_once_per_selector_on_the_console(tmp
     with caplog.at_level(logging.WARNING, logger="dataselect.sweep.select_stage"):
         for seed in (0, 1):
             sel = selector.select(feats, 200, seed)
-            job = _Job(SelectorSpec(name="dsir"), selector, selector.params(), seed, "fp",
+            job = _Job(SelectorSpec(name="dsir", params=PAPER), selector, selector.params(), seed, "fp",
                        outputs={200: (tmp_path / f"s{seed}.parquet", [("dsir", 0.05, seed)]),
                                 100: (tmp_path / f"t{seed}.parquet", [("dsir", 0.025, seed)])})
             _write_job(results, job, {"selection": sel, "seconds": 0.1}, ids, warned)
