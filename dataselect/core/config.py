@@ -289,14 +289,17 @@ class GridConfig(_Section):
     full_reference_seeds: Annotated[int, Field(gt=0)] | None = None
     """Train the whole-pool reference on only the first N seeds (None: every seed):
     on a large pool it costs more than the rest of the grid."""
-    selector_streams: Literal["shared", "own"] = "shared"
+    selector_streams: Literal["shared", "own"] = "own"
     """Random streams of the selectors (:func:`dataselect.selectors.base.stream_seed`):
-    ``shared`` (the default), every selector draws from ``default_rng(seed)``, so at 5 %
-    gradient_match's warm-up slice is exactly random's subset at the same seed (issue
-    36 item 5). ``own``: each selector draws from a generator keyed by its registry
-    name and the seed; ``random`` keeps ``default_rng(seed)``. Not yet the default: a
-    composite (pipeline, fusion, per_class) then draws its members' numbers from the
-    composite's stream, so it no longer equals its members run alone."""
+    ``own`` (the default), each selector draws from a generator keyed by its registry
+    name and the seed, so no selector's internal draws (a warm-up sample, a k-means
+    seed) repeat ``random``'s subset at the same seed; ``random`` keeps
+    ``default_rng(seed)``, so its subsets stay bit-identical. A composite (pipeline,
+    fusion, per_class) hands its members numbers from its own stream. ``shared``: every
+    selector draws from ``default_rng(seed)`` (the rule before this setting: studies
+    begun then pin it); at 5 % gradient_match's warm-up slice was then exactly random's
+    subset at the same seed (issue 36 item 5). ``Selector.select`` called directly
+    defaults to ``shared``."""
 
     @field_validator("fractions")
     @classmethod

@@ -47,6 +47,9 @@ def check_families(feats: FeaturesConfig, i: int, name: str, columns: tuple[str,
     families cost model inference over the whole pool, and the config should
     say so.
     """
+    from dataselect.features.perplexity import COLUMNS as LM_COLUMNS
+    from dataselect.features.text_metrics import COLUMNS as TEXT_METRICS
+
     needs = [
         (lambda c: c.startswith("judge_"), feats.llm_judge, "features.llm_judge", "true"),
         (lambda c: c == "eda_embedding", feats.consistency_variants > 0,
@@ -54,6 +57,9 @@ def check_families(feats: FeaturesConfig, i: int, name: str, columns: tuple[str,
         (lambda c: c in ("pseudo_perplexity", "mlm_mean_nll"), feats.mlm_model is not None,
          "features.mlm_model", "a masked-LM reference"),
         (lambda c: c == "ngram_buckets", feats.ngrams, "features.ngrams", "true"),
+        (lambda c: c in TEXT_METRICS, feats.text_metrics, "features.text_metrics", "true"),
+        (lambda c: c in LM_COLUMNS, feats.perplexity_model is not None,
+         "features.perplexity_model", "a causal LM (e.g. 'standin:qwen3' offline)"),
     ]
     for col in columns:
         for matches, enabled, field, want in needs:

@@ -268,3 +268,17 @@ def test_same_picks_across_processes(sst2_features, tmp_path):
     a = get_selector("self_filter", keep="band", q_low=0.1, q_high=0.9, C=0.1)
     f = {"embedding": x, "label": y}
     assert not np.array_equal(np.sort(a.select(f, 300, 1).indices), np.sort(a.select(f, 300, 2).indices))
+
+
+@pytest.mark.parametrize(("selector", "features", "field"), [
+    ({"name": "metric_match"}, {"text_metrics": False}, "features.text_metrics"),
+    ({"name": "metric_match", "params": {"metrics": ["mtld"]}}, {"text_metrics": False}, "features.text_metrics"),
+    ({"name": "perplexity"}, {"perplexity_model": None}, "features.perplexity_model"),
+])
+def test_config_refuses_text_metric_and_perplexity_readers_without_their_family(selector, features, field):
+    """Issue 33: metric_match with text metrics off passed preflight and failed in the select stage."""
+    raw = {"name": "t", "dataset": {"source": "x"}, "features": {"encoder": "minilm", **features},
+           "target": {"split": "validation"},
+           "selectors": [{"name": "random"}, selector], "grid": {"fractions": [0.1]}}
+    with pytest.raises(ConfigError, match=rf"^selectors\[1\] \('{selector['name']}'\) reads feature '\w+': set {field}"):
+        parse_study(raw, check_paths=False)

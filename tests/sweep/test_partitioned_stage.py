@@ -57,7 +57,8 @@ def test_partitioned_stage_equals_the_pure_selector(table, sst2_dir, tmp_path, r
             r = out[(spec["name"], 0.1, seed)]
             assert r.error is None, r.error
             m = read_manifest(r.path)
-            want = get_selector(spec["name"], **spec["params"]).select(mem, budget, seed if spec["name"] != "herding" else 0)
+            want = get_selector(spec["name"], **spec["params"]).select(
+                mem, budget, seed if spec["name"] != "herding" else 0, streams=cfg.grid.selector_streams)
             assert np.array_equal(m.ids, mem["id"][want.indices]), (spec, seed)
             assert m.meta["params"]["partitions"] == 2 and len(m.ids) == budget
             tasks = m.meta["info"]["tasks"]
@@ -93,5 +94,5 @@ def test_prefix_reuse_applies_to_the_selector_that_runs(table, sst2_dir, tmp_pat
     assert out[("p2", 0.05, 0)].sliced_from is None and out[("p2", 0.1, 0)].sliced_from is None
     for label, params in (("auto", {}), ("p2", {"partitions": 2})):
         for frac, budget in ((0.05, small), (0.1, large)):
-            want = get_selector("herding", **params).select(mem, budget, 0)
+            want = get_selector("herding", **params).select(mem, budget, 0, streams=cfg.grid.selector_streams)
             assert np.array_equal(read_manifest(out[(label, frac, 0)].path).ids, mem["id"][want.indices])

@@ -142,14 +142,14 @@ def test_a_report_that_fails_half_way_leaves_the_previous_one_whole(odd_study, m
 def test_a_failed_selection_keeps_its_traceback(sst2_dir, tmp_path, ray_tmp, ray_local):
     """The selection's own traceback reaches the trial's error.txt and the sweep log."""
     raw = study_raw(sst2_dir, tmp_path, "badsel", ray_tmp=ray_tmp,
-                    selectors=[{"name": "random"}, {"name": "perplexity", "label": "ppl"}],
+                    selectors=[{"name": "random"}, {"name": "kcenter", "label": "kc", "params": {"initial": list(range(61))}}],
                     grid={"fractions": [0.25], "seeds": [0], "full_reference": False})
     cfg = make_cfg(raw)
     run_sweep(cfg)
-    err = (cfg.study_dir / "trials" / "ppl_f0.25_s0" / "error.txt").read_text()
+    err = (cfg.study_dir / "trials" / "kc_f0.25_s0" / "error.txt").read_text()
     assert "The selection's own traceback" in err and "in _select_task" in err
     log = next((cfg.study_dir / "logs").glob("sweep-*.log")).read_text()
-    assert "selector ppl (budget 60, seed 0) failed" in log and "Traceback" in log
+    assert "selector kc (budget 60, seed 0) failed" in log and "Traceback" in log
 
 
 def test_resume_of_an_experiment_tune_cannot_unpickle_reuses_the_trials(sst2_dir, tmp_path, ray_tmp, ray_local,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import os
 
-import cloudpickle
 import numpy as np
 import pytest
+from ray import cloudpickle  # Ray's own copy: the one its task serialisation consults
 
 import dataselect.sweep.select_stage as select_stage
 from dataselect.core.manifest import ManifestUnreadableError, read_manifest

@@ -8,6 +8,7 @@ import pytest
 
 from dataselect.core.manifest import read_manifest, write_manifest
 from dataselect.selectors import get_selector
+from dataselect.selectors.base import own_stream
 from dataselect.sweep.select_stage import PROVENANCE_KEYS, SLICED_KEY, budget_for, run_select_stage
 
 from .conftest import make_cfg, study_raw
@@ -39,8 +40,10 @@ def _features() -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def stage(sst2_dir, tmp_path_factory, ray_tmp, ray_local):
     out = tmp_path_factory.mktemp("prefix")
-    cfg = make_cfg(study_raw(sst2_dir, out, "prefix", ray_tmp=ray_tmp, selectors=SELECTORS,
-                             grid={"fractions": FRACTIONS, "seeds": SEEDS, "full_reference": False}))
+    raw = study_raw(sst2_dir, out, "prefix", ray_tmp=ray_tmp, selectors=SELECTORS,
+                    grid={"fractions": FRACTIONS, "seeds": SEEDS, "full_reference": False})
+    raw["features"] = {**raw["features"], "perplexity_model": "standin:qwen3"}  # the features come in below
+    cfg = make_cfg(raw)
     feats = _features()
     res = run_select_stage(cfg, feats, features_fingerprint="fp-test", manifest_dir=out / "m")
     return cfg, feats, res, out
@@ -51,13 +54,15 @@ def _separate(cfg, feats, key, frac, seed, tmp_path):
     spec = next(s for s in cfg.selectors if s.key == key)
     selector = get_selector(spec.name, **dict(spec.params))
     budget, run_seed = budget_for(frac, N), seed if selector.seeded else 0
+    streams = cfg.grid.selector_streams
     try:
-        sel = selector.select(feats, budget, run_seed)
+        sel = selector.select(feats, budget, run_seed, streams=streams)
     except Exception as err:  # noqa: BLE001
         return f"{type(err).__name__}: {err}"
     path = tmp_path / f"{key}-{frac}-{seed}.parquet"
     write_manifest(path, sel, selector=spec.name, params=selector.params(), budget=budget,
-                   seed=run_seed, features="fp-test", ids=feats["id"], fraction=frac)
+                   seed=run_seed, features="fp-test", ids=feats["id"], fraction=frac,
+                   streams=streams if own_stream(selector, streams) else None)
     return read_manifest(path)
 
 

@@ -40,9 +40,9 @@ def _table_row(report: str, metric: str, selector: str, fraction: float) -> list
 def probe_study(sst2_dir, tmp_path_factory, ray_tmp, ray_local):
     out = tmp_path_factory.mktemp("studies")
     raw = study_raw(sst2_dir, out, "probe", ray_tmp=ray_tmp)
-    # 'perplexity' needs a feature this config does not compute: its
-    # selections raise, so its trials must fail without stopping the sweep.
-    raw["selectors"].append({"name": "perplexity", "label": "ppl_broken"})
+    # 61 initial centres, more than either budget: its selections raise at run
+    # time, so its trials must fail without stopping the sweep.
+    raw["selectors"].append({"name": "kcenter", "label": "kc_broken", "params": {"initial": list(range(61))}})
     cfg = make_cfg(raw)
     report = run_sweep(cfg)
     return cfg, report
@@ -70,13 +70,13 @@ def test_results_one_row_per_trial(probe_study):
 def test_failing_selector_is_reported_not_fatal(probe_study):
     cfg, report = probe_study
     df = pd.read_csv(report.parent / "results.csv")
-    bad = df[df["selector"] == "ppl_broken"]
+    bad = df[df["selector"] == "kc_broken"]
     assert len(bad) == 4 and (bad["status"] == "ERROR").all()
-    assert bad["error"].str.contains("perplexity").all()
+    assert bad["error"].str.contains("initial must hold at most budget").all()
     for trial in bad["trial"]:  # a trial's own error is not retried (ray.max_trial_retries: 2)
         assert len((cfg.study_dir / "trials" / trial / "attempts.jsonl").read_text().splitlines()) == 1
     text = report.read_text()
-    assert "## Failed or incomplete trials" in text and "ppl_broken_f0.1_s0" in text
+    assert "## Failed or incomplete trials" in text and "kc_broken_f0.1_s0" in text
 
 
 def test_report_agrees_with_results(probe_study):
@@ -187,7 +187,7 @@ def test_select_stage_rerun_reuses_manifests(probe_study):
     df = pd.read_csv(report.parent / "results.csv").set_index("trial")
     r = again[("kcenter", 0.25, 1)]
     assert r.budget == 60 and r.seconds == pytest.approx(df.loc["kcenter_f0.25_s1", "selection_seconds"])
-    assert {k for k, r in again.items() if r.error} == {("ppl_broken", f, s) for f in (0.1, 0.25) for s in (0, 1)}
+    assert {k for k, r in again.items() if r.error} == {("kc_broken", f, s) for f in (0.1, 0.25) for s in (0, 1)}
 
 
 def test_seed_independent_selectors_run_once_for_all_seeds(probe_study, tmp_path, ray_tmp):

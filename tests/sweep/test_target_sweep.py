@@ -102,6 +102,10 @@ def test_a_transductive_target_is_marked_in_console_and_report(sst2_dir, tmp_pat
             "their selections are transductive") in caplog.text
     text = report.read_text()
     assert "split validation, and " in text and " of its rows are eval texts: **transductive**" in text
-    assert "**20 eval labels**" in text and "transductive, with eval labels" in text
+    # of the 20 labelled target rows, those that are also rows of this 200-row eval sample
+    import json
+    given = json.loads((cfg.study_dir / "study.json").read_text())["target"]["eval_labels"]
+    assert 0 < given <= 20 and f"and {given} eval labels are handed to them" in caplog.text
+    assert f"**{given:,} eval labels**" in text and "transductive, with eval labels" in text
     assert "| gradient_match † | 0.1 |" in text and "| random | 0.1 |" in text
     assert "given (20 labelled target rows)" in text

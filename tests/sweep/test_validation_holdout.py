@@ -39,7 +39,7 @@ def test_finetune_scores_the_validation_rows_without_touching_the_eval_result(ss
 @pytest.mark.slow
 def test_a_sweep_scores_every_trial_on_the_validation_rows_and_ranks_arms_on_them(sst2_dir, tmp_path, ray_tmp,
                                                                                   ray_local):
-    raw = study_raw(sst2_dir, tmp_path, "val", ray_tmp,
+    raw = study_raw(sst2_dir, tmp_path, "val", ray_tmp=ray_tmp,
                     grid={"fractions": [0.1], "seeds": [0, 1, 2], "full_reference": False},
                     selectors=[{"name": "random"}, {"name": "kcenter"}, {"name": "herding"}])
     raw["dataset"] = {**raw["dataset"], "pool_size": 600, "eval_size": 200,
