@@ -197,7 +197,8 @@ def _stages(study: Path) -> dict[str, float]:
 def test_predicted_time_is_close_to_the_real_run(sst2_dir, tmp_path, ray_tmp, ray_local):
     """The rough model within 2x of a real run; then, with that run's own timings (its trials,
     its selector runs and select timeline, its feature families' seconds), within 1.5x of a second
-    run, whole and its features + select stages (the second study computes both anew)."""
+    run, whole, and its select stage within 2x (the second study computes features and selections
+    anew)."""
     from dataselect.sweep.run import run_sweep
 
     cfg = make_cfg(_ft_raw(sst2_dir, tmp_path, "a", ray_tmp))
@@ -226,11 +227,12 @@ def test_predicted_time_is_close_to_the_real_run(sst2_dir, tmp_path, ray_tmp, ra
     stages = _stages(again.study_dir)
     why = (actual, predicted, stages, plan_b.seconds, plan_b.lines())
     assert 1 / 1.5 <= actual / predicted <= 1.5, why
-    # the stages before training (a few seconds each here, so each one alone within 2x)
-    before = stages["features"] + stages["select"]
-    assert 1 / 1.5 <= before / (plan_b.seconds["features"] + plan_b.seconds["select"]) <= 1.5, why
-    for stage in ("features", "select"):
-        assert 0.5 <= stages[stage] / plan_b.seconds[stage] <= 2.0, (stage, *why)
+    # the select stage alone within 2x. The features stage is not held to a bound here: study
+    # b runs in the process that already loaded the encoder once for study a (torch and
+    # transformers initialised, the weights in the page cache), so its 400-row embedding took
+    # 1.7 s against a's 3.2 s (idle, 2026-12-08), while plan predicts from a's, as a fresh
+    # `python -m dataselect.sweep` process pays it; it is inside the whole run's 1.5x above.
+    assert 0.5 <= stages["select"] / plan_b.seconds["select"] <= 2.0, ("select", *why)
 
 
 def _earlier(out: Path, name: str, trainer: dict, sd: dict[float, float], n_eval: int = 1000) -> None:
