@@ -230,7 +230,7 @@ def make_plan(cfg: StudyConfig, ds: TextDataset, *, slots: int | None = None) ->
     except ModelError as err:
         features, notes = [], [*notes, f"feature cache not checked: {err}"]
     earlier = _earlier_studies(cfg)
-    rates = _rates(cfg)
+    rates = _rates(cfg, earlier)
     family_s, features_src = _feature_seconds(cfg, features, earlier)
     select_s, sel_s, sel_runs, select_src = _select_seconds(cfg, n_pool, earlier)
     trial_s = (n_trials * rates.setup_s + train_examples * rates.train_s_per_example
@@ -605,7 +605,7 @@ def _cpu_share(cpus_per_trial: float) -> float:
     return one * cpus_per_trial  # several trials share a core
 
 
-def _rates(cfg: StudyConfig) -> Rates:
+def _rates(cfg: StudyConfig, earlier: list[_Earlier]) -> Rates:
     """This machine's trial rates from earlier studies with the same trainer, else the rough model.
 
     Studies whose trials ran on as many CPUs as this one's (``ray.cpus_per_trial``)
@@ -619,17 +619,14 @@ def _rates(cfg: StudyConfig) -> Rates:
     t = cfg.trainer
     by_cpus: dict[bool, tuple[list[float], list[float], list[float], list[str]]] = {
         True: ([], [], [], []), False: ([], [], [], [])}
-    for study in sorted(Path(cfg.output_dir).glob("*/study.json")):
-        try:
-            meta = json.loads(study.read_text())
-        except (OSError, ValueError):
-            continue
+    for e in earlier:
+        meta = e.meta
         if not _same_speed(cfg, meta):
             continue
         cpus = ((meta.get("config") or {}).get("ray") or {}).get("cpus_per_trial")
         train, evals, setups, seen = by_cpus[cpus == cfg.ray.cpus_per_trial]
         n_before = len(train)
-        for res in study.parent.glob("trials/*/result.json"):
+        for res in e.folder.glob("trials/*/result.json"):
             try:
                 r = json.loads(res.read_text())["result"]
             except (OSError, ValueError, KeyError, TypeError):
@@ -639,17 +636,14 @@ def _rates(cfg: StudyConfig) -> Rates:
                 examples = steps * t.batch_size if t.mode == "finetune" else r.get("n_train") or 1
                 train.append(r["train_seconds"] / max(examples, 1))
                 evals.append(r["eval_seconds"] / n_eval)
-        try:
-            o = json.loads((study.parent / "timeline.json").read_text()).get("overhead") or {}
-        except (OSError, ValueError):
-            o = {}
+        o = e.timeline.get("overhead") or {}
         # A timeline that counted reused trials' old seconds as work (before they were
         # marked) has a negative set-up: not a rate.
         if o.get("trials") and o.get("trial_setup", 0) >= 0:
             gaps = max(o.get("tune_gaps", 0), 0) * max(o.get("slots", 1), 1)
             setups.append((o.get("trial_setup", 0) + gaps) / o["trials"])
         if len(train) > n_before:
-            seen.append(study.parent.name)
+            seen.append(e.name)
     for same_cpus in (True, False):
         train, evals, setups, seen = by_cpus[same_cpus]
         if len(train) >= 3:
